@@ -1,0 +1,23 @@
+//! `ioc-core`: the pure domain of the IOC backend.
+//!
+//! No I/O, no async, no clocks: callers pass `now` in. Everything here is a value
+//! in and a value out, so it is unit-tested without files, sockets or time.
+//!
+//! - [`event`]: the event model of CONTRACT.md §1 and its validation;
+//! - [`admin`]: the reference data (34 provinces, 3,321 communes);
+//! - [`catalog`]: the KPI catalog (data, not code) and targets;
+//! - [`time`]: Vietnam-time calendar buckets;
+//! - [`counters`]: additive counters per KPI, hour and dimension tuple;
+//! - [`open_dossiers`]: the state behind the `overdue_open` gauge.
+
+pub mod admin;
+pub mod catalog;
+pub mod counters;
+pub mod event;
+pub mod open_dossiers;
+pub mod time;
+
+pub use admin::AdminUnits;
+pub use catalog::{Catalog, KpiDef, KpiKind};
+pub use counters::{Count, CounterDelta, Counters, Dim, DimFilter, DimValues};
+pub use event::{Event, EventType, Family, ValidationError, decode_event};
