@@ -1,1 +1,11 @@
+//! `ioc-storage`: the on-disk layout shared by ingest (writer) and query (reader).
+//!
+//! - [`schema`]: Arrow schemas of the contract's tables and builders from events;
+//! - [`store`]: Parquet files made visible by an atomic, fsynced commit log that also
+//!   records source positions (Kafka offsets) in the same commit.
 
+pub mod schema;
+pub mod store;
+
+pub use schema::{DEAD_LETTERS, DeadLetter, FamilyBuilder, dead_letter_batch, family_schema};
+pub use store::{Commit, CommitInfo, DataFile, Snapshot, StorageError, Store};

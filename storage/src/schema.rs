@@ -1,0 +1,428 @@
+//! Arrow schemas of the stored tables (CONTRACT.md §4) and the builders that turn
+//! validated events into record batches.
+
+use std::sync::{Arc, LazyLock};
+
+use arrow::array::{
+    ArrayRef, BinaryBuilder, BooleanBuilder, Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use chrono::{DateTime, Utc};
+use ioc_core::event::{Body, Event, Family};
+
+/// The name of the dead-letter table.
+pub const DEAD_LETTERS: &str = "dead_letters";
+
+/// Timestamps are stored as microseconds in UTC.
+pub fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+fn envelope() -> Vec<Field> {
+    vec![
+        Field::new("event_id", DataType::Utf8, false),
+        Field::new("type", DataType::Utf8, false),
+        Field::new("occurred_at", timestamp_type(), false),
+        Field::new("source", DataType::Utf8, false),
+        Field::new("agency_code", DataType::Utf8, false),
+        Field::new("level", DataType::Utf8, false),
+        Field::new("province_code", DataType::Utf8, true),
+        Field::new("commune_code", DataType::Utf8, true),
+    ]
+}
+
+fn with_envelope(extra: Vec<Field>) -> SchemaRef {
+    let mut fields = envelope();
+    fields.extend(extra);
+    Arc::new(Schema::new(fields))
+}
+
+static DOSSIER: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let s = |n: &str| Field::new(n, DataType::Utf8, true);
+    let b = |n: &str| Field::new(n, DataType::Boolean, true);
+    with_envelope(vec![
+        Field::new("dossier_id", DataType::Utf8, false),
+        s("procedure_code"),
+        s("channel"),
+        s("service_level"),
+        Field::new("due_at", timestamp_type(), true),
+        b("digitized"),
+        b("reused_data"),
+        b("authenticated"),
+        b("result_electronic"),
+        s("reason"),
+        Field::new("amount_vnd", DataType::Int64, true),
+        b("online"),
+        b("satisfied"),
+    ])
+});
+
+static DOCUMENT: LazyLock<SchemaRef> = LazyLock::new(|| {
+    with_envelope(vec![
+        Field::new("document_id", DataType::Utf8, false),
+        Field::new("receiver_agency_code", DataType::Utf8, false),
+        Field::new("electronic", DataType::Boolean, false),
+        Field::new("signed", DataType::Boolean, false),
+        Field::new("secret", DataType::Boolean, false),
+    ])
+});
+
+static WORK_RECORD: LazyLock<SchemaRef> = LazyLock::new(|| {
+    with_envelope(vec![
+        Field::new("record_id", DataType::Utf8, false),
+        Field::new("online", DataType::Boolean, false),
+        Field::new("secret", DataType::Boolean, false),
+    ])
+});
+
+static OTHER: LazyLock<SchemaRef> = LazyLock::new(|| {
+    with_envelope(vec![
+        Field::new("entity_id", DataType::Utf8, false),
+        Field::new("digital", DataType::Boolean, true),
+        Field::new("via_system", DataType::Boolean, true),
+    ])
+});
+
+static DEAD: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("received_at", timestamp_type(), false),
+        Field::new("origin", DataType::Utf8, false),
+        Field::new("error", DataType::Utf8, false),
+        Field::new("raw", DataType::Binary, false),
+    ]))
+});
+
+/// The schema of a family's table.
+pub fn family_schema(family: Family) -> SchemaRef {
+    match family {
+        Family::Dossier => DOSSIER.clone(),
+        Family::Document => DOCUMENT.clone(),
+        Family::WorkRecord => WORK_RECORD.clone(),
+        Family::Other => OTHER.clone(),
+    }
+}
+
+pub fn dead_letter_schema() -> SchemaRef {
+    DEAD.clone()
+}
+
+/// Every stored table: the four families and the dead letters.
+pub fn tables() -> impl Iterator<Item = (&'static str, SchemaRef)> {
+    Family::ALL
+        .into_iter()
+        .map(|f| (f.table(), family_schema(f)))
+        .chain(std::iter::once((DEAD_LETTERS, dead_letter_schema())))
+}
+
+pub fn schema_of(table: &str) -> Option<SchemaRef> {
+    tables().find(|(t, _)| *t == table).map(|(_, s)| s)
+}
+
+/// Builds one family's record batch from validated events.
+pub struct FamilyBuilder {
+    family: Family,
+    event_id: StringBuilder,
+    event_type: StringBuilder,
+    occurred_at: TimestampMicrosecondBuilder,
+    source: StringBuilder,
+    agency_code: StringBuilder,
+    level: StringBuilder,
+    province_code: StringBuilder,
+    commune_code: StringBuilder,
+    strings: Vec<StringBuilder>,
+    bools: Vec<BooleanBuilder>,
+    timestamps: Vec<TimestampMicrosecondBuilder>,
+    ints: Vec<Int64Builder>,
+    len: usize,
+}
+
+/// Column kinds in family order, after the envelope. Indexes into the builder vectors.
+enum Col {
+    S(usize),
+    B(usize),
+    T(usize),
+    I(usize),
+}
+
+fn layout(family: Family) -> &'static [Col] {
+    use Col::*;
+    match family {
+        // dossier_id, procedure_code, channel, service_level, due_at, digitized,
+        // reused_data, authenticated, result_electronic, reason, amount_vnd, online, satisfied
+        Family::Dossier => &[S(0), S(1), S(2), S(3), T(0), B(0), B(1), B(2), B(3), S(4), I(0), B(4), B(5)],
+        // document_id, receiver_agency_code, electronic, signed, secret
+        Family::Document => &[S(0), S(1), B(0), B(1), B(2)],
+        // record_id, online, secret
+        Family::WorkRecord => &[S(0), B(0), B(1)],
+        // entity_id, digital, via_system
+        Family::Other => &[S(0), B(0), B(1)],
+    }
+}
+
+impl FamilyBuilder {
+    pub fn new(family: Family) -> Self {
+        let cols = layout(family);
+        let count = |f: fn(&Col) -> bool| cols.iter().filter(|c| f(c)).count();
+        Self {
+            family,
+            event_id: StringBuilder::new(),
+            event_type: StringBuilder::new(),
+            occurred_at: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
+            source: StringBuilder::new(),
+            agency_code: StringBuilder::new(),
+            level: StringBuilder::new(),
+            province_code: StringBuilder::new(),
+            commune_code: StringBuilder::new(),
+            strings: (0..count(|c| matches!(c, Col::S(_)))).map(|_| StringBuilder::new()).collect(),
+            bools: (0..count(|c| matches!(c, Col::B(_)))).map(|_| BooleanBuilder::new()).collect(),
+            timestamps: (0..count(|c| matches!(c, Col::T(_))))
+                .map(|_| TimestampMicrosecondBuilder::new().with_timezone("UTC"))
+                .collect(),
+            ints: (0..count(|c| matches!(c, Col::I(_)))).map(|_| Int64Builder::new()).collect(),
+            len: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends an event; it must belong to this builder's family.
+    pub fn append(&mut self, e: &Event) {
+        debug_assert_eq!(e.family(), self.family);
+        self.event_id.append_value(&e.event_id);
+        self.event_type.append_value(e.event_type().as_str());
+        self.occurred_at.append_value(e.occurred_at.timestamp_micros());
+        self.source.append_value(&e.source);
+        self.agency_code.append_value(&e.agency_code);
+        self.level.append_value(e.level.as_str());
+        self.province_code.append_option(e.province_code.as_deref());
+        self.commune_code.append_option(e.commune_code.as_deref());
+        let ts = |t: &DateTime<Utc>| Some(t.timestamp_micros());
+        let (s, b, t, i) = (&mut self.strings, &mut self.bools, &mut self.timestamps, &mut self.ints);
+        match &e.body {
+            Body::DossierReceived {
+                dossier_id,
+                procedure_code,
+                channel,
+                service_level,
+                due_at,
+                digitized,
+                reused_data,
+                authenticated,
+            } => {
+                dossier_row(
+                    s,
+                    b,
+                    t,
+                    i,
+                    DossierRow {
+                        dossier_id,
+                        procedure_code: Some(procedure_code),
+                        channel: Some(channel.as_str()),
+                        service_level: Some(service_level.as_str()),
+                        due_at: ts(due_at),
+                        digitized: Some(*digitized),
+                        reused_data: Some(*reused_data),
+                        authenticated: Some(*authenticated),
+                        ..Default::default()
+                    },
+                );
+            }
+            Body::DossierResolved { dossier_id, procedure_code, due_at, result_electronic } => dossier_row(
+                s,
+                b,
+                t,
+                i,
+                DossierRow {
+                    dossier_id,
+                    procedure_code: Some(procedure_code),
+                    due_at: ts(due_at),
+                    result_electronic: Some(*result_electronic),
+                    ..Default::default()
+                },
+            ),
+            Body::DossierClosed { dossier_id, reason } => dossier_row(
+                s,
+                b,
+                t,
+                i,
+                DossierRow { dossier_id, reason: Some(reason.as_str()), ..Default::default() },
+            ),
+            Body::DossierPaid { dossier_id, amount_vnd, online } => dossier_row(
+                s,
+                b,
+                t,
+                i,
+                DossierRow { dossier_id, amount_vnd: Some(*amount_vnd), online: Some(*online), ..Default::default() },
+            ),
+            Body::DossierRated { dossier_id, satisfied } => dossier_row(
+                s,
+                b,
+                t,
+                i,
+                DossierRow { dossier_id, satisfied: Some(*satisfied), ..Default::default() },
+            ),
+            Body::DocumentSent { document_id, receiver_agency_code, electronic, signed, secret } => {
+                s[0].append_value(document_id);
+                s[1].append_value(receiver_agency_code);
+                b[0].append_value(*electronic);
+                b[1].append_value(*signed);
+                b[2].append_value(*secret);
+            }
+            Body::WorkRecordClosed { record_id, online, secret } => {
+                s[0].append_value(record_id);
+                b[0].append_value(*online);
+                b[1].append_value(*secret);
+            }
+            Body::InspectionCompleted { inspection_id, digital } => {
+                s[0].append_value(inspection_id);
+                b[0].append_value(*digital);
+                b[1].append_null();
+            }
+            Body::ReportSubmitted { report_id, via_system } => {
+                s[0].append_value(report_id);
+                b[0].append_null();
+                b[1].append_value(*via_system);
+            }
+        }
+        self.len += 1;
+    }
+
+    /// Finishes the batch and resets the builder.
+    pub fn finish(&mut self) -> RecordBatch {
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(self.event_id.finish()),
+            Arc::new(self.event_type.finish()),
+            Arc::new(self.occurred_at.finish()),
+            Arc::new(self.source.finish()),
+            Arc::new(self.agency_code.finish()),
+            Arc::new(self.level.finish()),
+            Arc::new(self.province_code.finish()),
+            Arc::new(self.commune_code.finish()),
+        ];
+        for col in layout(self.family) {
+            columns.push(match col {
+                Col::S(k) => Arc::new(self.strings[*k].finish()),
+                Col::B(k) => Arc::new(self.bools[*k].finish()),
+                Col::T(k) => Arc::new(self.timestamps[*k].finish()),
+                Col::I(k) => Arc::new(self.ints[*k].finish()),
+            });
+        }
+        self.len = 0;
+        RecordBatch::try_new(family_schema(self.family), columns).expect("builder matches schema")
+    }
+}
+
+#[derive(Default)]
+struct DossierRow<'a> {
+    dossier_id: &'a str,
+    procedure_code: Option<&'a str>,
+    channel: Option<&'a str>,
+    service_level: Option<&'a str>,
+    due_at: Option<i64>,
+    digitized: Option<bool>,
+    reused_data: Option<bool>,
+    authenticated: Option<bool>,
+    result_electronic: Option<bool>,
+    reason: Option<&'a str>,
+    amount_vnd: Option<i64>,
+    online: Option<bool>,
+    satisfied: Option<bool>,
+}
+
+fn dossier_row(
+    s: &mut [StringBuilder],
+    b: &mut [BooleanBuilder],
+    t: &mut [TimestampMicrosecondBuilder],
+    i: &mut [Int64Builder],
+    r: DossierRow<'_>,
+) {
+    s[0].append_value(r.dossier_id);
+    s[1].append_option(r.procedure_code);
+    s[2].append_option(r.channel);
+    s[3].append_option(r.service_level);
+    t[0].append_option(r.due_at);
+    b[0].append_option(r.digitized);
+    b[1].append_option(r.reused_data);
+    b[2].append_option(r.authenticated);
+    b[3].append_option(r.result_electronic);
+    s[4].append_option(r.reason);
+    i[0].append_option(r.amount_vnd);
+    b[4].append_option(r.online);
+    b[5].append_option(r.satisfied);
+}
+
+/// A rejected record on its way to the dead-letter table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    pub received_at: DateTime<Utc>,
+    /// Where it came from: `http:<request>#<index>`, `kafka:<topic>/<partition>@<offset>`, ...
+    pub origin: String,
+    pub error: String,
+    pub raw: Vec<u8>,
+}
+
+pub fn dead_letter_batch(letters: &[DeadLetter]) -> RecordBatch {
+    let mut at = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+    let mut origin = StringBuilder::new();
+    let mut error = StringBuilder::new();
+    let mut raw = BinaryBuilder::new();
+    for l in letters {
+        at.append_value(l.received_at.timestamp_micros());
+        origin.append_value(&l.origin);
+        error.append_value(&l.error);
+        raw.append_value(&l.raw);
+    }
+    RecordBatch::try_new(
+        dead_letter_schema(),
+        vec![Arc::new(at.finish()), Arc::new(origin.finish()), Arc::new(error.finish()), Arc::new(raw.finish())],
+    )
+    .expect("dead letters match schema")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ioc_core::{AdminUnits, decode_event};
+
+    #[test]
+    fn every_family_builds_a_batch_with_its_contract_columns() {
+        let units = AdminUnits::builtin();
+        let now = Utc::now();
+        let raw = |ty: &str, extra: &str| {
+            format!(
+                r#"{{"event_id":"{ty}","type":"{ty}","occurred_at":"2026-01-01T00:00:00Z","source":"s",
+                "agency_code":"a","level":"province","province_code":"01",{extra}}}"#
+            )
+        };
+        let events = [
+            raw("dossier.paid", r#""dossier_id":"D","amount_vnd":5,"online":true"#),
+            raw("document.sent", r#""document_id":"V","receiver_agency_code":"r","electronic":true,"signed":false,"secret":false"#),
+            raw("work_record.closed", r#""record_id":"R","online":false,"secret":true"#),
+            raw("report.submitted", r#""report_id":"B","via_system":true"#),
+        ];
+        for text in events {
+            let e = decode_event(text.as_bytes(), &units, now).unwrap();
+            let mut b = FamilyBuilder::new(e.family());
+            b.append(&e);
+            let batch = b.finish();
+            assert_eq!(batch.num_rows(), 1);
+            assert_eq!(batch.schema(), family_schema(e.family()));
+            assert!(b.is_empty());
+        }
+        let names: Vec<String> = family_schema(Family::Dossier).fields().iter().map(|f| f.name().clone()).collect();
+        assert_eq!(
+            names,
+            [
+                "event_id", "type", "occurred_at", "source", "agency_code", "level", "province_code", "commune_code",
+                "dossier_id", "procedure_code", "channel", "service_level", "due_at", "digitized", "reused_data",
+                "authenticated", "result_electronic", "reason", "amount_vnd", "online", "satisfied"
+            ]
+        );
+    }
+}

@@ -1,0 +1,564 @@
+//! The store: Parquet files per table, made visible by an atomic commit log.
+//!
+//! Layout under the data directory:
+//!
+//! ```text
+//! tables/<table>/<YYYY-MM-DD>/<version>-<writer>-<n>.parquet   data, by Vietnam date
+//! _log/<version:020>.json                                      one commit per file
+//! ```
+//!
+//! A commit writes its Parquet files and fsyncs them and their directories, then
+//! publishes a commit record `_log/<version>.json` by hard-linking a fully written,
+//! fsynced temporary file to that name. The link fails if the name exists, so two
+//! writers can never both take a version (put-if-absent, as Delta Lake does on local
+//! disks); the loser re-reads the log and retries with the next version. Readers only
+//! see files named by a commit record, so a crash at any point leaves either the whole
+//! commit or none of it. A commit record also carries the source positions (e.g. Kafka
+//! offsets) that its data covers: data and positions become durable together.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use arrow::array::{Array, RecordBatch, TimestampMicrosecondArray, UInt32Array};
+use arrow::compute::{sort_to_indices, take_record_batch};
+use chrono::{DateTime, NaiveDate, Utc};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ProjectionMask;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tracing::{debug, info, warn};
+
+use crate::schema::{DEAD_LETTERS, schema_of};
+
+#[derive(Debug, Error)]
+pub enum StorageError {
+    #[error("storage I/O error at {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("Parquet error in {path}: {source}")]
+    Parquet { path: PathBuf, source: parquet::errors::ParquetError },
+    #[error("Arrow error: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error("commit log entry {path} is corrupt: {message}")]
+    CorruptLog { path: PathBuf, message: String },
+    #[error("unknown table `{0}`")]
+    UnknownTable(String),
+    #[error("could not take a commit version after {0} attempts: too much contention")]
+    Contention(usize),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StorageError + '_ {
+    move |source| StorageError::Io { path: path.to_path_buf(), source }
+}
+
+/// One data file, as recorded in the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataFile {
+    pub table: String,
+    /// Relative to the data directory, `/`-separated.
+    pub path: String,
+    pub rows: u64,
+    pub bytes: u64,
+    /// Earliest and latest event time (µs) in the file (`received_at` for dead letters).
+    pub min_time_us: i64,
+    pub max_time_us: i64,
+}
+
+/// A commit record: `_log/<version>.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Commit {
+    pub version: u64,
+    pub writer: String,
+    pub committed_at: DateTime<Utc>,
+    #[serde(default)]
+    pub add: Vec<DataFile>,
+    /// Files replaced by this commit (compaction).
+    #[serde(default)]
+    pub remove: Vec<String>,
+    /// Source positions covered by this commit, e.g. `kafka:ioc.events:3` -> next offset.
+    #[serde(default)]
+    pub sources: BTreeMap<String, i64>,
+}
+
+/// What a reader sees: every live file and the latest source positions.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// The last applied version, or `None` for an empty store.
+    pub version: Option<u64>,
+    pub files: BTreeMap<String, Vec<DataFile>>,
+    pub sources: BTreeMap<String, i64>,
+    /// (version, committed_at, files added) for every commit, oldest first.
+    pub history: Vec<(u64, DateTime<Utc>, Vec<String>)>,
+}
+
+impl Snapshot {
+    pub fn files(&self, table: &str) -> &[DataFile] {
+        self.files.get(table).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn bytes(&self, table: &str) -> u64 {
+        self.files(table).iter().map(|f| f.bytes).sum()
+    }
+
+    pub fn rows(&self, table: &str) -> u64 {
+        self.files(table).iter().map(|f| f.rows).sum()
+    }
+
+    fn apply(&mut self, c: &Commit) {
+        for path in &c.remove {
+            for files in self.files.values_mut() {
+                files.retain(|f| &f.path != path);
+            }
+        }
+        for f in &c.add {
+            self.files.entry(f.table.clone()).or_default().push(f.clone());
+        }
+        for (k, v) in &c.sources {
+            self.sources.insert(k.clone(), *v);
+        }
+        self.history.push((c.version, c.committed_at, c.add.iter().map(|f| f.path.clone()).collect()));
+        self.version = Some(c.version);
+    }
+}
+
+/// The result of a successful commit.
+#[derive(Debug, Clone)]
+pub struct CommitInfo {
+    pub version: u64,
+    pub files: Vec<DataFile>,
+}
+
+struct Inner {
+    root: PathBuf,
+    writer: String,
+    snapshot: RwLock<Arc<Snapshot>>,
+    /// Serialises this process's commits; other processes are kept apart by the log.
+    commit_lock: Mutex<u64>,
+    zstd_level: i32,
+}
+
+/// A handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+const LOG_DIR: &str = "_log";
+const TABLES_DIR: &str = "tables";
+
+impl Store {
+    /// Opens (creating if needed) the store at `root`. `writer` names this process in
+    /// file names and commit records; use a distinct one per concurrent writer.
+    pub fn open(root: impl Into<PathBuf>, writer: impl Into<String>) -> Result<Self, StorageError> {
+        let root = root.into();
+        for dir in [root.join(LOG_DIR), root.join(TABLES_DIR)] {
+            fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        }
+        let store = Store {
+            inner: Arc::new(Inner {
+                root,
+                writer: writer.into(),
+                snapshot: RwLock::new(Arc::new(Snapshot::default())),
+                commit_lock: Mutex::new(0),
+                zstd_level: 1,
+            }),
+        };
+        store.refresh()?;
+        let snap = store.snapshot();
+        info!(
+            version = ?snap.version,
+            files = snap.files.values().map(Vec::len).sum::<usize>(),
+            "opened store at {}",
+            store.inner.root.display()
+        );
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    pub fn writer(&self) -> &str {
+        &self.inner.writer
+    }
+
+    /// The current snapshot. It never changes; call again for newer commits.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.inner.snapshot.read().expect("snapshot lock").clone()
+    }
+
+    /// Applies commits written since the last refresh (by this or another writer).
+    pub fn refresh(&self) -> Result<Arc<Snapshot>, StorageError> {
+        let current = self.snapshot();
+        let next = current.version.map_or(0, |v| v + 1);
+        let commits = self.read_log_from(next)?;
+        if commits.is_empty() {
+            return Ok(current);
+        }
+        let mut snap = (*current).clone();
+        for c in &commits {
+            snap.apply(c);
+        }
+        let snap = Arc::new(snap);
+        *self.inner.snapshot.write().expect("snapshot lock") = snap.clone();
+        Ok(snap)
+    }
+
+    fn read_log_from(&self, from: u64) -> Result<Vec<Commit>, StorageError> {
+        let dir = self.inner.root.join(LOG_DIR);
+        let mut versions: Vec<u64> = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
+            let entry = entry.map_err(io_err(&dir))?;
+            let name = entry.file_name();
+            let Some(v) = name.to_str().and_then(|n| n.strip_suffix(".json")).and_then(|n| n.parse().ok()) else {
+                continue;
+            };
+            if v >= from {
+                versions.push(v);
+            }
+        }
+        versions.sort_unstable();
+        let mut out = Vec::with_capacity(versions.len());
+        for (expected, v) in (from..).zip(versions) {
+            if v != expected {
+                // A gap means a commit record is missing: never skip silently.
+                return Err(StorageError::CorruptLog {
+                    path: dir.join(log_name(expected)),
+                    message: format!("missing (found version {v} after it)"),
+                });
+            }
+            let path = dir.join(log_name(v));
+            let text = fs::read(&path).map_err(io_err(&path))?;
+            let c: Commit = serde_json::from_slice(&text)
+                .map_err(|e| StorageError::CorruptLog { path: path.clone(), message: e.to_string() })?;
+            if c.version != v {
+                return Err(StorageError::CorruptLog { path, message: format!("says version {}", c.version) });
+            }
+            out.push(c);
+        }
+        Ok(out)
+    }
+
+    /// Durably commits batches (table name, batch) and source positions as one unit.
+    /// When this returns `Ok`, data and positions survive a crash or power loss.
+    pub fn commit(
+        &self,
+        batches: &[(&str, RecordBatch)],
+        sources: BTreeMap<String, i64>,
+        committed_at: DateTime<Utc>,
+    ) -> Result<CommitInfo, StorageError> {
+        let mut seq = self.inner.commit_lock.lock().expect("commit lock");
+        *seq += 1;
+        let file_tag = format!("{}-{}", self.inner.writer, *seq);
+
+        // 1. Data files, fsynced, in fsynced directories.
+        let mut files = Vec::new();
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        let mut n = 0;
+        for (table, batch) in batches {
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            let time_col = if *table == DEAD_LETTERS { "received_at" } else { "occurred_at" };
+            if schema_of(table).is_none() {
+                return Err(StorageError::UnknownTable(table.to_string()));
+            }
+            for (day, part) in split_by_vn_day(batch, time_col)? {
+                n += 1;
+                let rel_dir = format!("{TABLES_DIR}/{table}/{day}");
+                let dir = self.inner.root.join(&rel_dir);
+                if !dir.exists() {
+                    fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+                    let table_dir = self.inner.root.join(TABLES_DIR).join(table);
+                    push_unique(&mut dirs, table_dir.clone());
+                    push_unique(&mut dirs, self.inner.root.join(TABLES_DIR));
+                }
+                let rel = format!("{rel_dir}/{file_tag}-{n}.parquet");
+                let path = self.inner.root.join(&rel);
+                let (bytes, lo, hi) = self.write_parquet(&path, &part, time_col)?;
+                push_unique(&mut dirs, dir);
+                files.push(DataFile {
+                    table: table.to_string(),
+                    path: rel,
+                    rows: part.num_rows() as u64,
+                    bytes,
+                    min_time_us: lo,
+                    max_time_us: hi,
+                });
+            }
+        }
+        for d in &dirs {
+            fsync_dir(d)?;
+        }
+
+        // 2. The commit record, published atomically (put-if-absent).
+        let log_dir = self.inner.root.join(LOG_DIR);
+        let tmp = log_dir.join(format!(".tmp-{file_tag}"));
+        for _attempt in 0..64 {
+            let snap = self.refresh()?;
+            let version = snap.version.map_or(0, |v| v + 1);
+            let commit = Commit {
+                version,
+                writer: self.inner.writer.clone(),
+                committed_at,
+                add: files.clone(),
+                remove: Vec::new(),
+                sources: sources.clone(),
+            };
+            let body = serde_json::to_vec(&commit).expect("commit serialises");
+            {
+                let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+                f.write_all(&body).map_err(io_err(&tmp))?;
+                f.sync_all().map_err(io_err(&tmp))?;
+            }
+            let target = log_dir.join(log_name(version));
+            match fs::hard_link(&tmp, &target) {
+                Ok(()) => {
+                    fs::remove_file(&tmp).map_err(io_err(&tmp))?;
+                    fsync_dir(&log_dir)?;
+                    let mut next = (*snap).clone();
+                    next.apply(&commit);
+                    *self.inner.snapshot.write().expect("snapshot lock") = Arc::new(next);
+                    debug!(version, files = files.len(), "committed");
+                    return Ok(CommitInfo { version, files });
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    debug!(version, "version taken by another writer; retrying");
+                    continue;
+                }
+                Err(e) => {
+                    let _ = fs::remove_file(&tmp);
+                    return Err(StorageError::Io { path: target, source: e });
+                }
+            }
+        }
+        let _ = fs::remove_file(&tmp);
+        Err(StorageError::Contention(64))
+    }
+
+    fn write_parquet(&self, path: &Path, batch: &RecordBatch, time_col: &str) -> Result<(u64, i64, i64), StorageError> {
+        let pq = |source| StorageError::Parquet { path: path.to_path_buf(), source };
+        // Sort by time: row-group and page statistics then prune time ranges well.
+        let times = time_column(batch, time_col)?;
+        let (lo, hi) = (arrow::compute::min(times).unwrap_or(0), arrow::compute::max(times).unwrap_or(0));
+        let order = sort_to_indices(batch.column_by_name(time_col).expect("time column"), None, None)?;
+        let sorted = take_record_batch(batch, &order)?;
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(self.inner.zstd_level).expect("valid level")))
+            .set_created_by(concat!("ioc ", env!("CARGO_PKG_VERSION")).to_string())
+            .build();
+        let file = OpenOptions::new().write(true).create_new(true).open(path).map_err(io_err(path))?;
+        let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(pq)?;
+        writer.write(&sorted).map_err(pq)?;
+        let file = writer.into_inner().map_err(pq)?;
+        file.sync_all().map_err(io_err(path))?;
+        let bytes = file.metadata().map_err(io_err(path))?.len();
+        Ok((bytes, lo, hi))
+    }
+
+    /// Absolute path of a data file.
+    pub fn path_of(&self, file: &DataFile) -> PathBuf {
+        self.inner.root.join(&file.path)
+    }
+
+    /// Reads a data file, optionally only some columns.
+    pub fn read_file(&self, file: &DataFile, columns: Option<&[&str]>) -> Result<Vec<RecordBatch>, StorageError> {
+        let path = self.path_of(file);
+        let pq = |source| StorageError::Parquet { path: path.clone(), source };
+        let f = File::open(&path).map_err(io_err(&path))?;
+        let mut builder = ParquetRecordBatchReaderBuilder::try_new(f).map_err(pq)?.with_batch_size(8192);
+        if let Some(cols) = columns {
+            let mask = ProjectionMask::columns(builder.parquet_schema(), cols.iter().copied());
+            builder = builder.with_projection(mask);
+        }
+        let reader = builder.build().map_err(pq)?;
+        reader.collect::<Result<Vec<_>, _>>().map_err(StorageError::Arrow)
+    }
+
+    /// Whether the store can take writes now (for readiness): creates and removes a file.
+    pub fn check_writable(&self) -> Result<(), StorageError> {
+        let probe = self.inner.root.join(LOG_DIR).join(format!(".probe-{}", self.inner.writer));
+        File::create(&probe).and_then(|f| f.sync_all()).map_err(io_err(&probe))?;
+        fs::remove_file(&probe).map_err(io_err(&probe))
+    }
+
+    /// Files under `tables/` that no commit names: left by a crash between writing data
+    /// and publishing its commit. They are never read.
+    pub fn orphans(&self) -> Result<Vec<PathBuf>, StorageError> {
+        let snap = self.snapshot();
+        let live: std::collections::HashSet<&str> =
+            snap.files.values().flatten().map(|f| f.path.as_str()).collect();
+        let mut out = Vec::new();
+        let tables = self.inner.root.join(TABLES_DIR);
+        for table in fs::read_dir(&tables).map_err(io_err(&tables))? {
+            let table = table.map_err(io_err(&tables))?.path();
+            if !table.is_dir() {
+                continue;
+            }
+            for day in fs::read_dir(&table).map_err(io_err(&table))? {
+                let day = day.map_err(io_err(&table))?.path();
+                if !day.is_dir() {
+                    continue;
+                }
+                for f in fs::read_dir(&day).map_err(io_err(&day))? {
+                    let p = f.map_err(io_err(&day))?.path();
+                    let rel = p.strip_prefix(&self.inner.root).unwrap_or(&p).to_string_lossy().replace('\\', "/");
+                    if !live.contains(rel.as_str()) {
+                        out.push(p);
+                    }
+                }
+            }
+        }
+        if !out.is_empty() {
+            warn!(count = out.len(), "found uncommitted data files; they are ignored");
+        }
+        Ok(out)
+    }
+}
+
+fn push_unique(v: &mut Vec<PathBuf>, p: PathBuf) {
+    if !v.contains(&p) {
+        v.push(p);
+    }
+}
+
+fn log_name(version: u64) -> String {
+    format!("{version:020}.json")
+}
+
+fn fsync_dir(dir: &Path) -> Result<(), StorageError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
+}
+
+fn time_column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a TimestampMicrosecondArray, StorageError> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
+        .ok_or_else(|| {
+            StorageError::Arrow(arrow::error::ArrowError::SchemaError(format!("no timestamp column `{name}`")))
+        })
+}
+
+/// Splits a batch by the Vietnam date of a timestamp column.
+fn split_by_vn_day(batch: &RecordBatch, time_col: &str) -> Result<Vec<(NaiveDate, RecordBatch)>, StorageError> {
+    let times = time_column(batch, time_col)?;
+    let mut groups: BTreeMap<NaiveDate, Vec<u32>> = BTreeMap::new();
+    for (i, t) in times.iter().enumerate() {
+        let t = t.unwrap_or(0);
+        let day = ioc_core::time::vn_date(DateTime::from_timestamp_micros(t).unwrap_or_default());
+        groups.entry(day).or_default().push(i as u32);
+    }
+    if groups.len() == 1 {
+        let (day, _) = groups.into_iter().next().expect("one group");
+        return Ok(vec![(day, batch.clone())]);
+    }
+    groups
+        .into_iter()
+        .map(|(day, idx)| Ok((day, take_record_batch(batch, &UInt32Array::from(idx))?)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::{DeadLetter, dead_letter_batch};
+
+    fn letters(n: usize, at: &str) -> RecordBatch {
+        let t: DateTime<Utc> = at.parse().unwrap();
+        dead_letter_batch(
+            &(0..n)
+                .map(|i| DeadLetter { received_at: t, origin: format!("test#{i}"), error: "bad".into(), raw: vec![0xff, i as u8] })
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    #[test]
+    fn committed_data_and_source_positions_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "w1").unwrap();
+        let sources = BTreeMap::from([("kafka:t:0".to_string(), 42)]);
+        let info = store.commit(&[(DEAD_LETTERS, letters(3, "2026-01-01T00:00:00Z"))], sources, Utc::now()).unwrap();
+        assert_eq!(info.version, 0);
+        store.commit(&[(DEAD_LETTERS, letters(2, "2026-01-02T00:00:00Z"))], BTreeMap::new(), Utc::now()).unwrap();
+
+        let reopened = Store::open(dir.path(), "w2").unwrap();
+        let snap = reopened.snapshot();
+        assert_eq!(snap.version, Some(1));
+        assert_eq!(snap.rows(DEAD_LETTERS), 5);
+        assert_eq!(snap.sources["kafka:t:0"], 42);
+        let f = &snap.files(DEAD_LETTERS)[0];
+        let batches = reopened.read_file(f, Some(&["origin"])).unwrap();
+        assert_eq!(batches[0].num_columns(), 1);
+        assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 3);
+        assert!(reopened.orphans().unwrap().is_empty());
+    }
+
+    #[test]
+    fn rows_are_partitioned_by_vietnam_date() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "w").unwrap();
+        // 16:30Z is 23:30 in Vietnam; 17:30Z is already the next day there.
+        let a = letters(1, "2026-01-01T16:30:00Z");
+        let b = letters(2, "2026-01-01T17:30:00Z");
+        let both = arrow::compute::concat_batches(&a.schema(), [&a, &b]).unwrap();
+        let info = store.commit(&[(DEAD_LETTERS, both)], BTreeMap::new(), Utc::now()).unwrap();
+        let mut days: Vec<(String, u64)> = info
+            .files
+            .iter()
+            .map(|f| (f.path.split('/').nth(2).unwrap().to_string(), f.rows))
+            .collect();
+        days.sort();
+        assert_eq!(days, [("2026-01-01".into(), 1), ("2026-01-02".into(), 2)]);
+    }
+
+    #[test]
+    fn concurrent_writers_never_share_a_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let stores: Vec<Store> = (0..2).map(|i| Store::open(dir.path(), format!("w{i}")).unwrap()).collect();
+        std::thread::scope(|s| {
+            for st in &stores {
+                s.spawn(move || {
+                    for _ in 0..20 {
+                        st.commit(&[(DEAD_LETTERS, letters(1, "2026-01-01T00:00:00Z"))], BTreeMap::new(), Utc::now())
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        let snap = Store::open(dir.path(), "r").unwrap().snapshot();
+        assert_eq!(snap.version, Some(39));
+        assert_eq!(snap.rows(DEAD_LETTERS), 40, "every commit of both writers is visible once");
+    }
+
+    #[test]
+    fn a_data_file_without_a_commit_record_is_never_visible() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "w").unwrap();
+        store.commit(&[(DEAD_LETTERS, letters(1, "2026-01-01T00:00:00Z"))], BTreeMap::new(), Utc::now()).unwrap();
+        // Simulate a crash after the data file was written but before the log entry.
+        let snap = store.snapshot();
+        let f = &snap.files(DEAD_LETTERS)[0];
+        let stray = store.path_of(f).with_file_name("crashed-1-1.parquet");
+        fs::copy(store.path_of(f), &stray).unwrap();
+        let reopened = Store::open(dir.path(), "w").unwrap();
+        assert_eq!(reopened.snapshot().rows(DEAD_LETTERS), 1);
+        assert_eq!(reopened.orphans().unwrap(), vec![stray]);
+    }
+
+    #[test]
+    fn a_gap_in_the_log_is_reported_not_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "w").unwrap();
+        for _ in 0..3 {
+            store.commit(&[], BTreeMap::new(), Utc::now()).unwrap();
+        }
+        fs::remove_file(dir.path().join(LOG_DIR).join(log_name(1))).unwrap();
+        let err = Store::open(dir.path(), "w").err().unwrap().to_string();
+        assert!(err.contains("00000000000000000001.json") && err.contains("missing"), "{err}");
+    }
+}
