@@ -89,7 +89,10 @@ impl AdminUnits {
                     lon: row.province_lon,
                 });
             }
-            if commune_index.insert(row.commune_code.clone(), communes.len()).is_some() {
+            if commune_index
+                .insert(row.commune_code.clone(), communes.len())
+                .is_some()
+            {
                 return Err(AdminUnitsError::Invalid {
                     line,
                     message: format!("commune code `{}` appears twice", row.commune_code),
@@ -97,7 +100,12 @@ impl AdminUnits {
             }
             communes.push(row);
         }
-        Ok(Self { provinces, communes, province_index, commune_index })
+        Ok(Self {
+            provinces,
+            communes,
+            province_index,
+            commune_index,
+        })
     }
 
     pub fn provinces(&self) -> &[Province] {
@@ -117,8 +125,13 @@ impl AdminUnits {
     }
 
     /// Communes of one province, in file order.
-    pub fn communes_of<'a>(&'a self, province_code: &'a str) -> impl Iterator<Item = &'a Commune> + 'a {
-        self.communes.iter().filter(move |c| c.province_code == province_code)
+    pub fn communes_of<'a>(
+        &'a self,
+        province_code: &'a str,
+    ) -> impl Iterator<Item = &'a Commune> + 'a {
+        self.communes
+            .iter()
+            .filter(move |c| c.province_code == province_code)
     }
 }
 
@@ -143,7 +156,11 @@ mod tests {
         assert!(units.province("99").is_none());
         // Every province has communes, and every commune's province exists.
         for p in units.provinces() {
-            assert!(units.communes_of(&p.code).next().is_some(), "{} has no commune", p.code);
+            assert!(
+                units.communes_of(&p.code).next().is_some(),
+                "{} has no commune",
+                p.code
+            );
         }
     }
 

@@ -52,7 +52,11 @@ pub enum Gauge {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum KpiKind {
-    Ratio { event_type: EventType, denominator: String, numerator: String },
+    Ratio {
+        event_type: EventType,
+        denominator: String,
+        numerator: String,
+    },
     Gauge(Gauge),
 }
 
@@ -165,8 +169,16 @@ impl Catalog {
         let mut seen = HashSet::new();
         let mut kpis = Vec::with_capacity(raw.kpi.len());
         for k in raw.kpi {
-            let bad = |message: String| CatalogError::Invalid { id: k.id.clone(), message };
-            if k.id.is_empty() || !k.id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+            let bad = |message: String| CatalogError::Invalid {
+                id: k.id.clone(),
+                message,
+            };
+            if k.id.is_empty()
+                || !k
+                    .id
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            {
                 return Err(bad("id must be non-empty [a-z0-9_]".into()));
             }
             if !seen.insert(k.id.clone()) {
@@ -183,25 +195,36 @@ impl Catalog {
                     let event_type = EventType::parse(ev)
                         .ok_or_else(|| bad(format!("event `{ev}` is not a known event type")))?;
                     let denominator = k.denominator.clone().unwrap_or_else(|| "true".into());
-                    let numerator = k.numerator.clone().ok_or_else(|| bad("a ratio needs `numerator`".into()))?;
+                    let numerator = k
+                        .numerator
+                        .clone()
+                        .ok_or_else(|| bad("a ratio needs `numerator`".into()))?;
                     if denominator.trim().is_empty() || numerator.trim().is_empty() {
                         return Err(bad("expressions must not be empty".into()));
                     }
                     if [&denominator, &numerator].iter().any(|e| e.contains(';')) {
                         return Err(bad("an expression must not contain `;`".into()));
                     }
-                    KpiKind::Ratio { event_type, denominator, numerator }
+                    KpiKind::Ratio {
+                        event_type,
+                        denominator,
+                        numerator,
+                    }
                 }
                 _ => return Err(bad("set exactly one of `event` (a ratio) or `gauge`".into())),
             };
-            if !k.target.is_finite() || matches!(kind, KpiKind::Ratio { .. }) && !(0.0..=1.0).contains(&k.target) {
+            if !k.target.is_finite()
+                || matches!(kind, KpiKind::Ratio { .. }) && !(0.0..=1.0).contains(&k.target)
+            {
                 return Err(bad(format!("target {} is out of range", k.target)));
             }
             for t in &k.targets {
                 if let Some(p) = &t.province
                     && !is_digits(p, 2)
                 {
-                    return Err(bad(format!("target override province `{p}` is not 2 digits")));
+                    return Err(bad(format!(
+                        "target override province `{p}` is not 2 digits"
+                    )));
                 }
                 if !t.value.is_finite() {
                     return Err(bad("target override value must be finite".into()));
@@ -218,7 +241,10 @@ impl Catalog {
             });
         }
         if kpis.is_empty() {
-            return Err(CatalogError::Invalid { id: String::new(), message: "the catalog has no KPI".into() });
+            return Err(CatalogError::Invalid {
+                id: String::new(),
+                message: "the catalog has no KPI".into(),
+            });
         }
         Ok(Self { kpis })
     }
@@ -251,17 +277,31 @@ mod tests {
         assert_eq!(
             ids,
             [
-                "full_online_rate", "online_submission_rate", "digitization_rate", "data_reuse_rate",
-                "eid_auth_rate", "on_time_rate", "e_result_rate", "online_payment_rate",
-                "satisfaction_rate", "edoc_rate", "signed_edoc_rate", "online_work_record_rate",
-                "digital_inspection_rate", "report_online_rate", "overdue_open",
+                "full_online_rate",
+                "online_submission_rate",
+                "digitization_rate",
+                "data_reuse_rate",
+                "eid_auth_rate",
+                "on_time_rate",
+                "e_result_rate",
+                "online_payment_rate",
+                "satisfaction_rate",
+                "edoc_rate",
+                "signed_edoc_rate",
+                "online_work_record_rate",
+                "digital_inspection_rate",
+                "report_online_rate",
+                "overdue_open",
             ]
         );
         let (_, full) = c.get("full_online_rate").unwrap();
         assert_eq!(full.target, 0.80);
         assert_eq!(full.name_vi, "Tỷ lệ hồ sơ TTHC xử lý trực tuyến toàn trình");
         let (_, gauge) = c.get("overdue_open").unwrap();
-        assert_eq!((gauge.kind.clone(), gauge.target, gauge.direction), (KpiKind::Gauge(Gauge::OverdueOpen), 0.0, Direction::AtMost));
+        assert_eq!(
+            (gauge.kind.clone(), gauge.target, gauge.direction),
+            (KpiKind::Gauge(Gauge::OverdueOpen), 0.0, Direction::AtMost)
+        );
     }
 
     #[test]
@@ -291,27 +331,46 @@ mod tests {
         assert_eq!(k.target_for(Some("01"), 2025), 0.7);
         assert_eq!(k.target_for(Some("01"), 2026), 0.9);
         if let KpiKind::Ratio { denominator, .. } = &k.kind {
-            assert_eq!(denominator, "true", "a missing denominator means all events");
+            assert_eq!(
+                denominator, "true",
+                "a missing denominator means all events"
+            );
         }
     }
 
     #[test]
     fn invalid_catalogs_name_the_kpi_and_the_problem() {
         let base = |extra: &str| {
-            format!("[[kpi]]\nid = \"k\"\nname_vi = \"k\"\nname_en = \"k\"\ntarget = 0.5\ndirection = \"at_least\"\n{extra}")
+            format!(
+                "[[kpi]]\nid = \"k\"\nname_vi = \"k\"\nname_en = \"k\"\ntarget = 0.5\ndirection = \"at_least\"\n{extra}"
+            )
         };
         for (extra, needle) in [
-            ("event = \"dossier.nope\"\nnumerator = \"x\"", "not a known event type"),
+            (
+                "event = \"dossier.nope\"\nnumerator = \"x\"",
+                "not a known event type",
+            ),
             ("event = \"dossier.paid\"", "needs `numerator`"),
             ("", "exactly one of"),
-            ("event = \"dossier.paid\"\nnumerator = \"online; DROP\"", "`;`"),
-            ("event = \"dossier.paid\"\nnumerator = \"online\"\nunknown_key = 1", "unknown field"),
+            (
+                "event = \"dossier.paid\"\nnumerator = \"online; DROP\"",
+                "`;`",
+            ),
+            (
+                "event = \"dossier.paid\"\nnumerator = \"online\"\nunknown_key = 1",
+                "unknown field",
+            ),
         ] {
             let err = Catalog::from_toml(&base(extra)).unwrap_err().to_string();
             assert!(err.contains(needle), "{extra:?} gave {err}");
         }
-        let twice = format!("{}\nevent = \"dossier.paid\"\nnumerator = \"online\"\n", base(""));
-        let err = Catalog::from_toml(&format!("{twice}{twice}")).unwrap_err().to_string();
+        let twice = format!(
+            "{}\nevent = \"dossier.paid\"\nnumerator = \"online\"\n",
+            base("")
+        );
+        let err = Catalog::from_toml(&format!("{twice}{twice}"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("twice"), "{err}");
     }
 

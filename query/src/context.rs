@@ -1,0 +1,114 @@
+//! DataFusion sessions over the committed data: the contract's tables (CONTRACT.md §4).
+//!
+//! A session is built per query from one storage [`Snapshot`], so a query sees one
+//! consistent set of commits and never a half-written file.
+
+use std::sync::Arc;
+
+use arrow::array::{RecordBatch, StringBuilder};
+use arrow::datatypes::{DataType, Field, Schema};
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::MemTable;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::error::DataFusionError;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use ioc_core::AdminUnits;
+use ioc_storage::{Snapshot, Store, schema};
+
+/// The `admin_units` table: provinces and communes with Vietnamese names.
+pub fn admin_units_table(units: &AdminUnits) -> Arc<MemTable> {
+    let schema = Arc::new(Schema::new(
+        [
+            "province_code",
+            "province_name",
+            "commune_code",
+            "commune_name",
+            "commune_type",
+        ]
+        .map(|n| Field::new(n, DataType::Utf8, false))
+        .to_vec(),
+    ));
+    let mut cols: Vec<StringBuilder> = (0..5).map(|_| StringBuilder::new()).collect();
+    for c in units.communes() {
+        for (b, v) in cols.iter_mut().zip([
+            &c.province_code,
+            &c.province_name,
+            &c.commune_code,
+            &c.commune_name,
+            &c.commune_type,
+        ]) {
+            b.append_value(v);
+        }
+    }
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        cols.iter_mut().map(|b| Arc::new(b.finish()) as _).collect(),
+    )
+    .expect("admin units batch");
+    Arc::new(MemTable::try_new(schema, vec![vec![batch]]).expect("admin units table"))
+}
+
+/// A table over the files a snapshot lists for it.
+fn snapshot_table(
+    store: &Store,
+    snap: &Snapshot,
+    table: &str,
+    schema: arrow::datatypes::SchemaRef,
+) -> Result<Arc<dyn TableProvider>, DataFusionError> {
+    let files = snap.files(table);
+    if files.is_empty() {
+        return Ok(Arc::new(MemTable::try_new(schema, vec![vec![]])?));
+    }
+    let urls = files
+        .iter()
+        .map(|f| ListingTableUrl::parse(store.path_of(f).to_string_lossy()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let options =
+        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let config = ListingTableConfig::new_with_multi_paths(urls)
+        .with_listing_options(options)
+        .with_schema(schema);
+    Ok(Arc::new(ListingTable::try_new(config)?))
+}
+
+/// Settings every session gets.
+pub fn session_config() -> SessionConfig {
+    SessionConfig::new()
+        .with_information_schema(true)
+        .with_default_catalog_and_schema("ioc", "public")
+        .with_create_default_catalog_and_schema(true)
+}
+
+/// Builds a session with every contract table registered, on the given runtime (which
+/// carries the memory limit).
+pub fn build_context(
+    store: &Store,
+    snap: &Snapshot,
+    admin_units: Arc<MemTable>,
+    runtime: Arc<RuntimeEnv>,
+) -> Result<SessionContext, DataFusionError> {
+    let ctx = SessionContext::new_with_config_rt(session_config(), runtime);
+    for (name, schema) in schema::tables() {
+        ctx.register_table(name, snapshot_table(store, snap, name, schema)?)?;
+    }
+    ctx.register_table("admin_units", admin_units)?;
+    Ok(ctx)
+}
+
+/// A session with no memory limit, for the engine's own queries.
+pub fn internal_context(
+    store: &Store,
+    snap: &Snapshot,
+    admin_units: Arc<MemTable>,
+) -> Result<SessionContext, DataFusionError> {
+    build_context(
+        store,
+        snap,
+        admin_units,
+        RuntimeEnvBuilder::new().build_arc()?,
+    )
+}
