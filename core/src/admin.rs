@@ -65,10 +65,8 @@ impl AdminUnits {
         let mut province_index = HashMap::new();
         let mut commune_index = HashMap::new();
         for row in reader.deserialize::<Commune>() {
-            let row = row.map_err(|e| AdminUnitsError::Csv {
-                line: e.position().map_or(0, |p| p.line()),
-                source: e,
-            })?;
+            let row =
+                row.map_err(|e| AdminUnitsError::Csv { line: e.position().map_or(0, |p| p.line()), source: e })?;
             let line = communes.len() as u64 + 2;
             if !is_digits(&row.province_code, 2) || !is_digits(&row.commune_code, 5) {
                 return Err(AdminUnitsError::Invalid {
@@ -89,10 +87,7 @@ impl AdminUnits {
                     lon: row.province_lon,
                 });
             }
-            if commune_index
-                .insert(row.commune_code.clone(), communes.len())
-                .is_some()
-            {
+            if commune_index.insert(row.commune_code.clone(), communes.len()).is_some() {
                 return Err(AdminUnitsError::Invalid {
                     line,
                     message: format!("commune code `{}` appears twice", row.commune_code),
@@ -100,12 +95,7 @@ impl AdminUnits {
             }
             communes.push(row);
         }
-        Ok(Self {
-            provinces,
-            communes,
-            province_index,
-            commune_index,
-        })
+        Ok(Self { provinces, communes, province_index, commune_index })
     }
 
     pub fn provinces(&self) -> &[Province] {
@@ -125,13 +115,8 @@ impl AdminUnits {
     }
 
     /// Communes of one province, in file order.
-    pub fn communes_of<'a>(
-        &'a self,
-        province_code: &'a str,
-    ) -> impl Iterator<Item = &'a Commune> + 'a {
-        self.communes
-            .iter()
-            .filter(move |c| c.province_code == province_code)
+    pub fn communes_of<'a>(&'a self, province_code: &'a str) -> impl Iterator<Item = &'a Commune> + 'a {
+        self.communes.iter().filter(move |c| c.province_code == province_code)
     }
 }
 
@@ -156,11 +141,7 @@ mod tests {
         assert!(units.province("99").is_none());
         // Every province has communes, and every commune's province exists.
         for p in units.provinces() {
-            assert!(
-                units.communes_of(&p.code).next().is_some(),
-                "{} has no commune",
-                p.code
-            );
+            assert!(units.communes_of(&p.code).next().is_some(), "{} has no commune", p.code);
         }
     }
 

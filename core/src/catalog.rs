@@ -52,11 +52,7 @@ pub enum Gauge {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum KpiKind {
-    Ratio {
-        event_type: EventType,
-        denominator: String,
-        numerator: String,
-    },
+    Ratio { event_type: EventType, denominator: String, numerator: String },
     Gauge(Gauge),
 }
 
@@ -169,16 +165,8 @@ impl Catalog {
         let mut seen = HashSet::new();
         let mut kpis = Vec::with_capacity(raw.kpi.len());
         for k in raw.kpi {
-            let bad = |message: String| CatalogError::Invalid {
-                id: k.id.clone(),
-                message,
-            };
-            if k.id.is_empty()
-                || !k
-                    .id
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-            {
+            let bad = |message: String| CatalogError::Invalid { id: k.id.clone(), message };
+            if k.id.is_empty() || !k.id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
                 return Err(bad("id must be non-empty [a-z0-9_]".into()));
             }
             if !seen.insert(k.id.clone()) {
@@ -192,39 +180,28 @@ impl Catalog {
                     KpiKind::Gauge(*g)
                 }
                 (None, Some(ev)) => {
-                    let event_type = EventType::parse(ev)
-                        .ok_or_else(|| bad(format!("event `{ev}` is not a known event type")))?;
+                    let event_type =
+                        EventType::parse(ev).ok_or_else(|| bad(format!("event `{ev}` is not a known event type")))?;
                     let denominator = k.denominator.clone().unwrap_or_else(|| "true".into());
-                    let numerator = k
-                        .numerator
-                        .clone()
-                        .ok_or_else(|| bad("a ratio needs `numerator`".into()))?;
+                    let numerator = k.numerator.clone().ok_or_else(|| bad("a ratio needs `numerator`".into()))?;
                     if denominator.trim().is_empty() || numerator.trim().is_empty() {
                         return Err(bad("expressions must not be empty".into()));
                     }
                     if [&denominator, &numerator].iter().any(|e| e.contains(';')) {
                         return Err(bad("an expression must not contain `;`".into()));
                     }
-                    KpiKind::Ratio {
-                        event_type,
-                        denominator,
-                        numerator,
-                    }
+                    KpiKind::Ratio { event_type, denominator, numerator }
                 }
                 _ => return Err(bad("set exactly one of `event` (a ratio) or `gauge`".into())),
             };
-            if !k.target.is_finite()
-                || matches!(kind, KpiKind::Ratio { .. }) && !(0.0..=1.0).contains(&k.target)
-            {
+            if !k.target.is_finite() || matches!(kind, KpiKind::Ratio { .. }) && !(0.0..=1.0).contains(&k.target) {
                 return Err(bad(format!("target {} is out of range", k.target)));
             }
             for t in &k.targets {
                 if let Some(p) = &t.province
                     && !is_digits(p, 2)
                 {
-                    return Err(bad(format!(
-                        "target override province `{p}` is not 2 digits"
-                    )));
+                    return Err(bad(format!("target override province `{p}` is not 2 digits")));
                 }
                 if !t.value.is_finite() {
                     return Err(bad("target override value must be finite".into()));
@@ -241,10 +218,7 @@ impl Catalog {
             });
         }
         if kpis.is_empty() {
-            return Err(CatalogError::Invalid {
-                id: String::new(),
-                message: "the catalog has no KPI".into(),
-            });
+            return Err(CatalogError::Invalid { id: String::new(), message: "the catalog has no KPI".into() });
         }
         Ok(Self { kpis })
     }
@@ -331,10 +305,7 @@ mod tests {
         assert_eq!(k.target_for(Some("01"), 2025), 0.7);
         assert_eq!(k.target_for(Some("01"), 2026), 0.9);
         if let KpiKind::Ratio { denominator, .. } = &k.kind {
-            assert_eq!(
-                denominator, "true",
-                "a missing denominator means all events"
-            );
+            assert_eq!(denominator, "true", "a missing denominator means all events");
         }
     }
 
@@ -346,31 +317,17 @@ mod tests {
             )
         };
         for (extra, needle) in [
-            (
-                "event = \"dossier.nope\"\nnumerator = \"x\"",
-                "not a known event type",
-            ),
+            ("event = \"dossier.nope\"\nnumerator = \"x\"", "not a known event type"),
             ("event = \"dossier.paid\"", "needs `numerator`"),
             ("", "exactly one of"),
-            (
-                "event = \"dossier.paid\"\nnumerator = \"online; DROP\"",
-                "`;`",
-            ),
-            (
-                "event = \"dossier.paid\"\nnumerator = \"online\"\nunknown_key = 1",
-                "unknown field",
-            ),
+            ("event = \"dossier.paid\"\nnumerator = \"online; DROP\"", "`;`"),
+            ("event = \"dossier.paid\"\nnumerator = \"online\"\nunknown_key = 1", "unknown field"),
         ] {
             let err = Catalog::from_toml(&base(extra)).unwrap_err().to_string();
             assert!(err.contains(needle), "{extra:?} gave {err}");
         }
-        let twice = format!(
-            "{}\nevent = \"dossier.paid\"\nnumerator = \"online\"\n",
-            base("")
-        );
-        let err = Catalog::from_toml(&format!("{twice}{twice}"))
-            .unwrap_err()
-            .to_string();
+        let twice = format!("{}\nevent = \"dossier.paid\"\nnumerator = \"online\"\n", base(""));
+        let err = Catalog::from_toml(&format!("{twice}{twice}")).unwrap_err().to_string();
         assert!(err.contains("twice"), "{err}");
     }
 

@@ -20,10 +20,7 @@ pub struct Count {
 
 impl Count {
     pub fn new(numerator: u64, denominator: u64) -> Self {
-        Self {
-            numerator,
-            denominator,
-        }
+        Self { numerator, denominator }
     }
 
     /// `numerator / denominator`, or `None` when the denominator is 0.
@@ -112,9 +109,7 @@ pub struct DimFilter(pub Vec<(Dim, String)>);
 
 impl DimFilter {
     pub fn matches(&self, v: &DimValues) -> bool {
-        self.0
-            .iter()
-            .all(|(d, want)| v.get(*d) == Some(want.as_str()))
+        self.0.iter().all(|(d, want)| v.get(*d) == Some(want.as_str()))
     }
 }
 
@@ -163,10 +158,7 @@ pub struct Counters {
 
 impl Counters {
     pub fn new(kpis: usize) -> Self {
-        Self {
-            per_kpi: vec![BTreeMap::new(); kpis],
-            spans: BTreeMap::new(),
-        }
+        Self { per_kpi: vec![BTreeMap::new(); kpis], spans: BTreeMap::new() }
     }
 
     /// Adds a delta. Addition is commutative and associative, so the order in which
@@ -176,11 +168,7 @@ impl Counters {
             if c.is_zero() {
                 continue;
             }
-            *self.per_kpi[*kpi]
-                .entry(*hour)
-                .or_default()
-                .entry(dims.clone())
-                .or_default() += *c;
+            *self.per_kpi[*kpi].entry(*hour).or_default().entry(dims.clone()).or_default() += *c;
         }
         for (h, (lo, hi)) in &delta.spans {
             let s = self.spans.entry(*h).or_insert((*lo, *hi));
@@ -223,12 +211,10 @@ impl Counters {
 
     /// The whole-hour total of a KPI, filtered.
     pub fn total(&self, kpi: usize, hours: Range<HourBucket>, filter: &DimFilter) -> Count {
-        self.series(kpi, hours, filter, &[], None)
-            .into_values()
-            .fold(Count::default(), |mut a, c| {
-                a += c;
-                a
-            })
+        self.series(kpi, hours, filter, &[], None).into_values().fold(Count::default(), |mut a, c| {
+            a += c;
+            a
+        })
     }
 }
 
@@ -261,17 +247,9 @@ mod tests {
         // The average of the two ratios would be 0.5; the correct ratio is 0.1.
         assert_eq!(total, Count::new(1, 10));
         assert_eq!(total.ratio(), Some(0.1));
-        let only_01 = c.total(
-            0,
-            0..100,
-            &DimFilter(vec![(Dim::ProvinceCode, "01".into())]),
-        );
+        let only_01 = c.total(0, 0..100, &DimFilter(vec![(Dim::ProvinceCode, "01".into())]));
         assert_eq!(only_01, Count::new(1, 1));
-        assert_eq!(
-            c.total(0, 11..100, &DimFilter::default()),
-            Count::default(),
-            "hour 10 excluded"
-        );
+        assert_eq!(c.total(0, 11..100, &DimFilter::default()), Count::default(), "hour 10 excluded");
     }
 
     #[test]
@@ -284,41 +262,17 @@ mod tests {
         d.add(0, h16 + 2, dims("79", None), Count::new(0, 1));
         let mut c = Counters::new(1);
         c.apply(&d);
-        let s = c.series(
-            0,
-            h16..h16 + 3,
-            &DimFilter::default(),
-            &[Dim::ProvinceCode],
-            Some(Bucket::Day),
-        );
+        let s = c.series(0, h16..h16 + 3, &DimFilter::default(), &[Dim::ProvinceCode], Some(Bucket::Day));
         let rows: Vec<(String, Option<String>, Count)> = s
             .into_iter()
-            .map(|((b, k), c)| {
-                (
-                    crate::time::fmt_vn(b.unwrap()),
-                    k[0].as_deref().map(String::from),
-                    c,
-                )
-            })
+            .map(|((b, k), c)| (crate::time::fmt_vn(b.unwrap()), k[0].as_deref().map(String::from), c))
             .collect();
         assert_eq!(
             rows,
             vec![
-                (
-                    "2026-03-09T00:00:00+07:00".into(),
-                    Some("01".into()),
-                    Count::new(1, 2)
-                ),
-                (
-                    "2026-03-10T00:00:00+07:00".into(),
-                    Some("01".into()),
-                    Count::new(2, 2)
-                ),
-                (
-                    "2026-03-10T00:00:00+07:00".into(),
-                    Some("79".into()),
-                    Count::new(0, 1)
-                ),
+                ("2026-03-09T00:00:00+07:00".into(), Some("01".into()), Count::new(1, 2)),
+                ("2026-03-10T00:00:00+07:00".into(), Some("01".into()), Count::new(2, 2)),
+                ("2026-03-10T00:00:00+07:00".into(), Some("79".into()), Count::new(0, 1)),
             ]
         );
     }

@@ -89,12 +89,7 @@ pub enum Family {
 }
 
 impl Family {
-    pub const ALL: [Family; 4] = [
-        Family::Dossier,
-        Family::Document,
-        Family::WorkRecord,
-        Family::Other,
-    ];
+    pub const ALL: [Family; 4] = [Family::Dossier, Family::Document, Family::WorkRecord, Family::Other];
 
     /// The SQL table name of the family.
     pub fn table(self) -> &'static str {
@@ -313,58 +308,30 @@ impl Event {
                 "channel": channel.as_str(), "service_level": service_level.as_str(),
                 "due_at": ts(due_at), "digitized": digitized, "reused_data": reused_data,
                 "authenticated": authenticated}),
-            Body::DossierResolved {
-                dossier_id,
-                procedure_code,
-                due_at,
-                result_electronic,
-            } => {
+            Body::DossierResolved { dossier_id, procedure_code, due_at, result_electronic } => {
                 json!({"dossier_id": dossier_id, "procedure_code": procedure_code,
                 "due_at": ts(due_at), "result_electronic": result_electronic})
             }
             Body::DossierClosed { dossier_id, reason } => {
                 json!({"dossier_id": dossier_id, "reason": reason.as_str()})
             }
-            Body::DossierPaid {
-                dossier_id,
-                amount_vnd,
-                online,
-            } => {
+            Body::DossierPaid { dossier_id, amount_vnd, online } => {
                 json!({"dossier_id": dossier_id, "amount_vnd": amount_vnd, "online": online})
             }
-            Body::DossierRated {
-                dossier_id,
-                satisfied,
-            } => {
+            Body::DossierRated { dossier_id, satisfied } => {
                 json!({"dossier_id": dossier_id, "satisfied": satisfied})
             }
-            Body::DocumentSent {
-                document_id,
-                receiver_agency_code,
-                electronic,
-                signed,
-                secret,
-            } => {
+            Body::DocumentSent { document_id, receiver_agency_code, electronic, signed, secret } => {
                 json!({"document_id": document_id, "receiver_agency_code": receiver_agency_code,
                 "electronic": electronic, "signed": signed, "secret": secret})
             }
-            Body::WorkRecordClosed {
-                record_id,
-                online,
-                secret,
-            } => {
+            Body::WorkRecordClosed { record_id, online, secret } => {
                 json!({"record_id": record_id, "online": online, "secret": secret})
             }
-            Body::InspectionCompleted {
-                inspection_id,
-                digital,
-            } => {
+            Body::InspectionCompleted { inspection_id, digital } => {
                 json!({"inspection_id": inspection_id, "digital": digital})
             }
-            Body::ReportSubmitted {
-                report_id,
-                via_system,
-            } => {
+            Body::ReportSubmitted { report_id, via_system } => {
                 json!({"report_id": report_id, "via_system": via_system})
             }
         };
@@ -427,11 +394,7 @@ impl RejectKind {
 
 impl ValidationError {
     fn new(kind: RejectKind, field: Option<&'static str>, message: impl Into<String>) -> Self {
-        Self {
-            kind,
-            field,
-            message: message.into(),
-        }
+        Self { kind, field, message: message.into() }
     }
     fn missing(field: &'static str) -> Self {
         Self::new(RejectKind::Missing, Some(field), "is required")
@@ -443,11 +406,7 @@ impl ValidationError {
         Self::new(RejectKind::Malformed, None, message)
     }
     pub fn too_large(size: usize, limit: usize) -> Self {
-        Self::new(
-            RejectKind::TooLarge,
-            None,
-            format!("message is {size} bytes, over the {limit}-byte limit"),
-        )
+        Self::new(RejectKind::TooLarge, None, format!("message is {size} bytes, over the {limit}-byte limit"))
     }
 }
 
@@ -512,13 +471,8 @@ struct Raw<'a> {
 pub const MAX_ID_CHARS: usize = 256;
 
 /// Decodes and validates one event from its raw bytes.
-pub fn decode_event(
-    bytes: &[u8],
-    units: &AdminUnits,
-    now: DateTime<Utc>,
-) -> Result<Event, ValidationError> {
-    let text = std::str::from_utf8(bytes)
-        .map_err(|e| ValidationError::malformed(format!("not valid UTF-8: {e}")))?;
+pub fn decode_event(bytes: &[u8], units: &AdminUnits, now: DateTime<Utc>) -> Result<Event, ValidationError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| ValidationError::malformed(format!("not valid UTF-8: {e}")))?;
     let trimmed = text.trim_start();
     if trimmed.is_empty() {
         return Err(ValidationError::malformed("empty message"));
@@ -528,8 +482,7 @@ pub fn decode_event(
     }
     let mut de = serde_json::Deserializer::from_str(text);
     let raw: Raw<'_> = serde_path_to_error::deserialize(&mut de).map_err(json_error)?;
-    de.end()
-        .map_err(|e| ValidationError::malformed(format!("invalid JSON: {e}")))?;
+    de.end().map_err(|e| ValidationError::malformed(format!("invalid JSON: {e}")))?;
     validate(raw, units, now)
 }
 
@@ -583,10 +536,7 @@ const FIELD_NAMES: &[&str] = &[
     "via_system",
 ];
 
-fn required<'a>(
-    v: Option<Cow<'a, str>>,
-    field: &'static str,
-) -> Result<Cow<'a, str>, ValidationError> {
+fn required<'a>(v: Option<Cow<'a, str>>, field: &'static str) -> Result<Cow<'a, str>, ValidationError> {
     v.ok_or_else(|| ValidationError::missing(field))
 }
 
@@ -601,92 +551,54 @@ fn id(v: Option<Cow<'_, str>>, field: &'static str) -> Result<String, Validation
         return Err(ValidationError::invalid(field, "must not be empty"));
     }
     if n > MAX_ID_CHARS {
-        return Err(ValidationError::invalid(
-            field,
-            format!("must be at most {MAX_ID_CHARS} characters"),
-        ));
+        return Err(ValidationError::invalid(field, format!("must be at most {MAX_ID_CHARS} characters")));
     }
     Ok(s.into_owned())
 }
 
-fn timestamp(
-    v: Option<Cow<'_, str>>,
-    field: &'static str,
-) -> Result<DateTime<Utc>, ValidationError> {
+fn timestamp(v: Option<Cow<'_, str>>, field: &'static str) -> Result<DateTime<Utc>, ValidationError> {
     let s = required(v, field)?;
     DateTime::parse_from_rfc3339(&s)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| {
-            ValidationError::invalid(
-                field,
-                format!("`{s}` is not an RFC 3339 timestamp with offset"),
-            )
-        })
+        .map_err(|_| ValidationError::invalid(field, format!("`{s}` is not an RFC 3339 timestamp with offset")))
 }
 
-fn one_of<T: Copy>(
-    v: Option<Cow<'_, str>>,
-    field: &'static str,
-    options: &[(&str, T)],
-) -> Result<T, ValidationError> {
+fn one_of<T: Copy>(v: Option<Cow<'_, str>>, field: &'static str, options: &[(&str, T)]) -> Result<T, ValidationError> {
     let s = required(v, field)?;
-    options
-        .iter()
-        .find(|(name, _)| *name == s)
-        .map(|(_, t)| *t)
-        .ok_or_else(|| {
-            let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
-            ValidationError::invalid(field, format!("`{s}` is not one of {}", names.join(", ")))
-        })
+    options.iter().find(|(name, _)| *name == s).map(|(_, t)| *t).ok_or_else(|| {
+        let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+        ValidationError::invalid(field, format!("`{s}` is not one of {}", names.join(", ")))
+    })
 }
 
-fn validate(
-    raw: Raw<'_>,
-    units: &AdminUnits,
-    now: DateTime<Utc>,
-) -> Result<Event, ValidationError> {
+fn validate(raw: Raw<'_>, units: &AdminUnits, now: DateTime<Utc>) -> Result<Event, ValidationError> {
     // Envelope.
     let event_id = required(raw.event_id, "event_id")?;
     let n = event_id.chars().count();
     if !(1..=128).contains(&n) {
-        return Err(ValidationError::invalid(
-            "event_id",
-            format!("must be 1 to 128 characters, got {n}"),
-        ));
+        return Err(ValidationError::invalid("event_id", format!("must be 1 to 128 characters, got {n}")));
     }
     let type_name = required(raw.event_type, "type")?;
     let event_type = EventType::parse(&type_name).ok_or_else(|| {
-        ValidationError::new(
-            RejectKind::UnknownType,
-            Some("type"),
-            format!("`{type_name}` is not a known event type"),
-        )
+        ValidationError::new(RejectKind::UnknownType, Some("type"), format!("`{type_name}` is not a known event type"))
     })?;
     let occurred_at = timestamp(raw.occurred_at, "occurred_at")?;
     if occurred_at > now + MAX_FUTURE {
         return Err(ValidationError::new(
             RejectKind::Future,
             Some("occurred_at"),
-            format!(
-                "{} is more than 5 minutes in the future",
-                occurred_at.to_rfc3339()
-            ),
+            format!("{} is more than 5 minutes in the future", occurred_at.to_rfc3339()),
         ));
     }
     let source = required(raw.source, "source")?;
     let n = source.chars().count();
     if !(1..=64).contains(&n) {
-        return Err(ValidationError::invalid(
-            "source",
-            format!("must be 1 to 64 characters, got {n}"),
-        ));
+        return Err(ValidationError::invalid("source", format!("must be 1 to 64 characters, got {n}")));
     }
     let agency_code = required(raw.agency_code, "agency_code")?;
     if agency_code.is_empty()
         || agency_code.len() > 32
-        || !agency_code
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        || !agency_code.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
     {
         return Err(ValidationError::invalid(
             "agency_code",
@@ -696,11 +608,7 @@ fn validate(
     let level = one_of(
         raw.level,
         "level",
-        &[
-            ("central", Level::Central),
-            ("province", Level::Province),
-            ("commune", Level::Commune),
-        ],
+        &[("central", Level::Central), ("province", Level::Province), ("commune", Level::Commune)],
     )?;
     let province_code = match raw.province_code {
         None if level == Level::Central => None,
@@ -713,10 +621,7 @@ fn validate(
         }
         Some(p) => {
             if !is_digits(&p, 2) {
-                return Err(ValidationError::invalid(
-                    "province_code",
-                    format!("`{p}` is not 2 digits"),
-                ));
+                return Err(ValidationError::invalid("province_code", format!("`{p}` is not 2 digits")));
             }
             if units.province(&p).is_none() {
                 return Err(ValidationError::new(
@@ -732,10 +637,7 @@ fn validate(
         None => None,
         Some(c) => {
             if !is_digits(&c, 5) {
-                return Err(ValidationError::invalid(
-                    "commune_code",
-                    format!("`{c}` is not 5 digits"),
-                ));
+                return Err(ValidationError::invalid("commune_code", format!("`{c}` is not 5 digits")));
             }
             let Some(commune) = units.commune(&c) else {
                 return Err(ValidationError::new(
@@ -750,10 +652,7 @@ fn validate(
                     return Err(ValidationError::new(
                         RejectKind::Reference,
                         Some("commune_code"),
-                        format!(
-                            "`{c}` belongs to province `{}`, not `{p}`",
-                            commune.province_code
-                        ),
+                        format!("`{c}` belongs to province `{}`, not `{p}`", commune.province_code),
                     ));
                 }
                 None => {
@@ -776,20 +675,12 @@ fn validate(
             channel: one_of(
                 raw.channel,
                 "channel",
-                &[
-                    ("online", Channel::Online),
-                    ("in_person", Channel::InPerson),
-                    ("post", Channel::Post),
-                ],
+                &[("online", Channel::Online), ("in_person", Channel::InPerson), ("post", Channel::Post)],
             )?,
             service_level: one_of(
                 raw.service_level,
                 "service_level",
-                &[
-                    ("full", ServiceLevel::Full),
-                    ("partial", ServiceLevel::Partial),
-                    ("none", ServiceLevel::None),
-                ],
+                &[("full", ServiceLevel::Full), ("partial", ServiceLevel::Partial), ("none", ServiceLevel::None)],
             )?,
             due_at: timestamp(raw.due_at, "due_at")?,
             digitized: required_bool(raw.digitized, "digitized")?,
@@ -816,20 +707,11 @@ fn validate(
         },
         EventType::DossierPaid => {
             let dossier_id = id(raw.dossier_id, "dossier_id")?;
-            let amount_vnd = raw
-                .amount_vnd
-                .ok_or_else(|| ValidationError::missing("amount_vnd"))?;
+            let amount_vnd = raw.amount_vnd.ok_or_else(|| ValidationError::missing("amount_vnd"))?;
             if amount_vnd < 0 {
-                return Err(ValidationError::invalid(
-                    "amount_vnd",
-                    format!("{amount_vnd} is negative"),
-                ));
+                return Err(ValidationError::invalid("amount_vnd", format!("{amount_vnd} is negative")));
             }
-            Body::DossierPaid {
-                dossier_id,
-                amount_vnd,
-                online: required_bool(raw.online, "online")?,
-            }
+            Body::DossierPaid { dossier_id, amount_vnd, online: required_bool(raw.online, "online")? }
         }
         EventType::DossierRated => Body::DossierRated {
             dossier_id: id(raw.dossier_id, "dossier_id")?,
@@ -875,9 +757,7 @@ mod tests {
     use serde_json::{Value, json};
 
     fn now() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2026-11-23T12:00:00+07:00")
-            .unwrap()
-            .to_utc()
+        DateTime::parse_from_rfc3339("2026-11-23T12:00:00+07:00").unwrap().to_utc()
     }
 
     fn units() -> &'static AdminUnits {
@@ -931,25 +811,13 @@ mod tests {
 
     #[test]
     fn event_id_must_be_1_to_128_chars() {
-        assert_eq!(
-            err(&without(received(), "event_id")).field,
-            Some("event_id")
-        );
-        assert_eq!(
-            err(&with(received(), "event_id", json!(""))).field,
-            Some("event_id")
-        );
+        assert_eq!(err(&without(received(), "event_id")).field, Some("event_id"));
+        assert_eq!(err(&with(received(), "event_id", json!(""))).field, Some("event_id"));
         assert!(decode(&with(received(), "event_id", json!("x".repeat(128)))).is_ok());
         // 128 multi-byte characters are fine: the limit is in characters.
         assert!(decode(&with(received(), "event_id", json!("đ".repeat(128)))).is_ok());
-        assert_eq!(
-            err(&with(received(), "event_id", json!("x".repeat(129)))).field,
-            Some("event_id")
-        );
-        assert_eq!(
-            err(&with(received(), "event_id", json!(42))).kind,
-            RejectKind::Invalid
-        );
+        assert_eq!(err(&with(received(), "event_id", json!("x".repeat(129)))).field, Some("event_id"));
+        assert_eq!(err(&with(received(), "event_id", json!(42))).kind, RejectKind::Invalid);
     }
 
     #[test]
@@ -962,124 +830,56 @@ mod tests {
 
     #[test]
     fn occurred_at_needs_an_offset_and_at_most_5_minutes_of_future() {
-        assert_eq!(
-            err(&with(
-                received(),
-                "occurred_at",
-                json!("2026-11-23T09:15:00")
-            ))
-            .field,
-            Some("occurred_at")
-        );
-        assert_eq!(
-            err(&with(received(), "occurred_at", json!("yesterday"))).field,
-            Some("occurred_at")
-        );
-        let ok = with(
-            received(),
-            "occurred_at",
-            json!("2026-11-23T12:05:00+07:00"),
-        );
+        assert_eq!(err(&with(received(), "occurred_at", json!("2026-11-23T09:15:00"))).field, Some("occurred_at"));
+        assert_eq!(err(&with(received(), "occurred_at", json!("yesterday"))).field, Some("occurred_at"));
+        let ok = with(received(), "occurred_at", json!("2026-11-23T12:05:00+07:00"));
         assert!(decode(&ok).is_ok(), "exactly 5 minutes ahead is allowed");
-        let e = err(&with(
-            received(),
-            "occurred_at",
-            json!("2026-11-23T12:05:01+07:00"),
-        ));
+        let e = err(&with(received(), "occurred_at", json!("2026-11-23T12:05:01+07:00")));
         assert_eq!(e.kind, RejectKind::Future);
         // Old events are fine: KPIs bucket by event time.
-        assert!(
-            decode(&with(
-                received(),
-                "occurred_at",
-                json!("2020-01-01T00:00:00Z")
-            ))
-            .is_ok()
-        );
+        assert!(decode(&with(received(), "occurred_at", json!("2020-01-01T00:00:00Z"))).is_ok());
     }
 
     #[test]
     fn source_must_be_1_to_64_chars() {
-        assert_eq!(
-            err(&with(received(), "source", json!(""))).field,
-            Some("source")
-        );
+        assert_eq!(err(&with(received(), "source", json!(""))).field, Some("source"));
         assert!(decode(&with(received(), "source", json!("s".repeat(64)))).is_ok());
-        assert_eq!(
-            err(&with(received(), "source", json!("s".repeat(65)))).field,
-            Some("source")
-        );
+        assert_eq!(err(&with(received(), "source", json!("s".repeat(65)))).field, Some("source"));
     }
 
     #[test]
     fn agency_code_must_match_the_allowed_characters() {
         assert!(decode(&with(received(), "agency_code", json!("A-b_c.9"))).is_ok());
         for bad in ["", "has space", "đ", "x/y", &"a".repeat(33)] {
-            assert_eq!(
-                err(&with(received(), "agency_code", json!(bad))).field,
-                Some("agency_code"),
-                "{bad}"
-            );
+            assert_eq!(err(&with(received(), "agency_code", json!(bad))).field, Some("agency_code"), "{bad}");
         }
     }
 
     #[test]
     fn level_must_be_central_province_or_commune() {
-        assert_eq!(
-            err(&with(received(), "level", json!("district"))).field,
-            Some("level")
-        );
+        assert_eq!(err(&with(received(), "level", json!("district"))).field, Some("level"));
         assert_eq!(err(&without(received(), "level")).kind, RejectKind::Missing);
     }
 
     #[test]
     fn province_code_is_required_unless_central_and_must_be_current() {
-        let e = err(&without(
-            without(received(), "province_code"),
-            "commune_code",
-        ));
-        assert_eq!(
-            (e.kind, e.field),
-            (RejectKind::Missing, Some("province_code"))
-        );
-        let central = with(
-            without(without(received(), "province_code"), "commune_code"),
-            "level",
-            json!("central"),
-        );
+        let e = err(&without(without(received(), "province_code"), "commune_code"));
+        assert_eq!((e.kind, e.field), (RejectKind::Missing, Some("province_code")));
+        let central = with(without(without(received(), "province_code"), "commune_code"), "level", json!("central"));
         assert!(decode(&central).is_ok());
         // 2-digit but abolished in the 2025 merger (e.g. 02 Hà Giang).
-        let e = err(&with(
-            without(received(), "commune_code"),
-            "province_code",
-            json!("02"),
-        ));
+        let e = err(&with(without(received(), "commune_code"), "province_code", json!("02")));
         assert_eq!(e.kind, RejectKind::Reference);
-        assert_eq!(
-            err(&with(received(), "province_code", json!("1"))).kind,
-            RejectKind::Invalid
-        );
-        assert_eq!(
-            err(&with(received(), "province_code", json!(1))).kind,
-            RejectKind::Invalid
-        );
+        assert_eq!(err(&with(received(), "province_code", json!("1"))).kind, RejectKind::Invalid);
+        assert_eq!(err(&with(received(), "province_code", json!(1))).kind, RejectKind::Invalid);
     }
 
     #[test]
     fn commune_code_must_exist_and_belong_to_the_province() {
         assert!(decode(&without(received(), "commune_code")).is_ok());
-        assert!(
-            decode(&with(received(), "commune_code", Value::Null)).is_ok(),
-            "null means absent"
-        );
-        assert_eq!(
-            err(&with(received(), "commune_code", json!("0004"))).kind,
-            RejectKind::Invalid
-        );
-        assert_eq!(
-            err(&with(received(), "commune_code", json!("99999"))).kind,
-            RejectKind::Reference
-        );
+        assert!(decode(&with(received(), "commune_code", Value::Null)).is_ok(), "null means absent");
+        assert_eq!(err(&with(received(), "commune_code", json!("0004"))).kind, RejectKind::Invalid);
+        assert_eq!(err(&with(received(), "commune_code", json!("99999"))).kind, RejectKind::Reference);
         // 00004 is Ba Đình, Hà Nội (01); it does not belong to 79 (Hồ Chí Minh).
         let e = err(&with(received(), "province_code", json!("79")));
         assert_eq!(e.kind, RejectKind::Reference);
@@ -1094,15 +894,7 @@ mod tests {
             .unwrap()
             .iter()
             .filter(|(k, _)| {
-                [
-                    "event_id",
-                    "occurred_at",
-                    "source",
-                    "agency_code",
-                    "level",
-                    "province_code",
-                ]
-                .contains(&k.as_str())
+                ["event_id", "occurred_at", "source", "agency_code", "level", "province_code"].contains(&k.as_str())
             })
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
@@ -1118,35 +910,17 @@ mod tests {
                 json!({"dossier_id": "D", "procedure_code": "1.1",
                 "due_at": "2026-12-01T00:00:00Z", "result_electronic": true}),
             ),
-            (
-                "dossier.closed",
-                json!({"dossier_id": "D", "reason": "withdrawn"}),
-            ),
-            (
-                "dossier.paid",
-                json!({"dossier_id": "D", "amount_vnd": 0, "online": true}),
-            ),
-            (
-                "dossier.rated",
-                json!({"dossier_id": "D", "satisfied": false}),
-            ),
+            ("dossier.closed", json!({"dossier_id": "D", "reason": "withdrawn"})),
+            ("dossier.paid", json!({"dossier_id": "D", "amount_vnd": 0, "online": true})),
+            ("dossier.rated", json!({"dossier_id": "D", "satisfied": false})),
             (
                 "document.sent",
                 json!({"document_id": "V", "receiver_agency_code": "000.00.00.G01",
                 "electronic": true, "signed": true, "secret": false}),
             ),
-            (
-                "work_record.closed",
-                json!({"record_id": "R", "online": true, "secret": false}),
-            ),
-            (
-                "inspection.completed",
-                json!({"inspection_id": "I", "digital": true}),
-            ),
-            (
-                "report.submitted",
-                json!({"report_id": "B", "via_system": false}),
-            ),
+            ("work_record.closed", json!({"record_id": "R", "online": true, "secret": false})),
+            ("inspection.completed", json!({"inspection_id": "I", "digital": true})),
+            ("report.submitted", json!({"report_id": "B", "via_system": false})),
         ];
         for (ty, fields) in cases {
             let mut full = base.clone();
@@ -1174,26 +948,14 @@ mod tests {
 
     #[test]
     fn enumerations_and_amounts_are_checked() {
-        assert_eq!(
-            err(&with(received(), "channel", json!("fax"))).field,
-            Some("channel")
-        );
-        assert_eq!(
-            err(&with(received(), "service_level", json!("most"))).field,
-            Some("service_level")
-        );
-        assert_eq!(
-            err(&with(received(), "due_at", json!("soon"))).field,
-            Some("due_at")
-        );
+        assert_eq!(err(&with(received(), "channel", json!("fax"))).field, Some("channel"));
+        assert_eq!(err(&with(received(), "service_level", json!("most"))).field, Some("service_level"));
+        assert_eq!(err(&with(received(), "due_at", json!("soon"))).field, Some("due_at"));
         let paid = json!({"event_id": "p", "type": "dossier.paid", "occurred_at": "2026-11-23T00:00:00Z",
             "source": "s", "agency_code": "a", "level": "central", "dossier_id": "D",
             "amount_vnd": -1, "online": true});
         assert_eq!(err(&paid).field, Some("amount_vnd"));
-        assert_eq!(
-            err(&with(paid.clone(), "amount_vnd", json!(1.5))).kind,
-            RejectKind::Invalid
-        );
+        assert_eq!(err(&with(paid.clone(), "amount_vnd", json!(1.5))).kind, RejectKind::Invalid);
         let closed = json!({"event_id": "c", "type": "dossier.closed", "occurred_at": "2026-11-23T00:00:00Z",
             "source": "s", "agency_code": "a", "level": "central", "dossier_id": "D", "reason": "lost"});
         assert_eq!(err(&closed).field, Some("reason"));
@@ -1201,23 +963,9 @@ mod tests {
 
     #[test]
     fn non_objects_and_bad_bytes_are_malformed() {
-        for raw in [
-            &b""[..],
-            b"   ",
-            b"[1,2]",
-            b"42",
-            b"\"x\"",
-            b"null",
-            b"{\"event_id\":",
-            b"\xff\xfe{}",
-        ] {
+        for raw in [&b""[..], b"   ", b"[1,2]", b"42", b"\"x\"", b"null", b"{\"event_id\":", b"\xff\xfe{}"] {
             let e = decode_event(raw, units(), now()).unwrap_err();
-            assert_eq!(
-                e.kind,
-                RejectKind::Malformed,
-                "{:?}: {e}",
-                String::from_utf8_lossy(raw)
-            );
+            assert_eq!(e.kind, RejectKind::Malformed, "{:?}: {e}", String::from_utf8_lossy(raw));
         }
         // A repeated key is ambiguous: rejected rather than guessed.
         let dup = br#"{"event_id":"a","event_id":"b"}"#;

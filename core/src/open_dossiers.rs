@@ -25,10 +25,7 @@ pub struct OpenDossiers {
 
 impl OpenDossiers {
     pub fn receive(&mut self, dossier_id: &str, due_at_us: i64, dims: DimValues) {
-        let entry = self.by_id.entry(dossier_id.to_string()).or_insert(Entry {
-            received: None,
-            finished: false,
-        });
+        let entry = self.by_id.entry(dossier_id.to_string()).or_insert(Entry { received: None, finished: false });
         entry.received = Some((due_at_us, dims));
         if entry.finished {
             // Both ends seen: the dossier is settled and needs no more memory.
@@ -43,24 +40,13 @@ impl OpenDossiers {
             }
             Some(e) => e.finished = true,
             None => {
-                self.by_id.insert(
-                    dossier_id.to_string(),
-                    Entry {
-                        received: None,
-                        finished: true,
-                    },
-                );
+                self.by_id.insert(dossier_id.to_string(), Entry { received: None, finished: true });
             }
         }
     }
 
     /// Open dossiers whose due time is before `now`, filtered and grouped.
-    pub fn overdue(
-        &self,
-        now: DateTime<Utc>,
-        filter: &DimFilter,
-        group_by: &[Dim],
-    ) -> HashMap<Vec<DimValue>, u64> {
+    pub fn overdue(&self, now: DateTime<Utc>, filter: &DimFilter, group_by: &[Dim]) -> HashMap<Vec<DimValue>, u64> {
         let now_us = now.timestamp_micros();
         let mut out: HashMap<Vec<DimValue>, u64> = HashMap::new();
         for e in self.by_id.values() {
@@ -71,8 +57,7 @@ impl OpenDossiers {
                 continue;
             };
             if *due < now_us && filter.matches(dims) {
-                *out.entry(group_by.iter().map(|d| dims.0[d.index()].clone()).collect())
-                    .or_default() += 1;
+                *out.entry(group_by.iter().map(|d| dims.0[d.index()].clone()).collect()).or_default() += 1;
             }
         }
         out

@@ -81,11 +81,7 @@ fn first_of_month(d: NaiveDate) -> NaiveDate {
 }
 
 fn next_month(d: NaiveDate) -> NaiveDate {
-    let (y, m) = if d.month() == 12 {
-        (d.year() + 1, 1)
-    } else {
-        (d.year(), d.month() + 1)
-    };
+    let (y, m) = if d.month() == 12 { (d.year() + 1, 1) } else { (d.year(), d.month() + 1) };
     NaiveDate::from_ymd_opt(y, m, 1).expect("valid")
 }
 
@@ -130,15 +126,12 @@ pub fn parse_period_bound(s: &str) -> Result<DateTime<FixedOffset>, TimeParseErr
     if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
         return Ok(vn_midnight(d));
     }
-    Err(TimeParseError {
-        input: s.to_string(),
-    })
+    Err(TimeParseError { input: s.to_string() })
 }
 
 /// Formats an instant as RFC 3339 in Vietnam time, e.g. `2026-11-23T00:00:00+07:00`.
 pub fn fmt_vn(t: DateTime<Utc>) -> String {
-    t.with_timezone(&vn())
-        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
+    t.with_timezone(&vn()).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
 }
 
 #[cfg(test)]
@@ -154,22 +147,10 @@ mod tests {
         // 16:59:59Z is 23:59:59 in Hanoi: still the same Vietnam day.
         let before = utc("2026-03-09T16:59:59Z");
         let after = utc("2026-03-09T17:00:00Z");
-        assert_eq!(
-            fmt_vn(Bucket::Day.floor(before).to_utc()),
-            "2026-03-09T00:00:00+07:00"
-        );
-        assert_eq!(
-            fmt_vn(Bucket::Day.floor(after).to_utc()),
-            "2026-03-10T00:00:00+07:00"
-        );
-        assert_eq!(
-            vn_date(before),
-            NaiveDate::from_ymd_opt(2026, 3, 9).unwrap()
-        );
-        assert_eq!(
-            vn_date(after),
-            NaiveDate::from_ymd_opt(2026, 3, 10).unwrap()
-        );
+        assert_eq!(fmt_vn(Bucket::Day.floor(before).to_utc()), "2026-03-09T00:00:00+07:00");
+        assert_eq!(fmt_vn(Bucket::Day.floor(after).to_utc()), "2026-03-10T00:00:00+07:00");
+        assert_eq!(vn_date(before), NaiveDate::from_ymd_opt(2026, 3, 9).unwrap());
+        assert_eq!(vn_date(after), NaiveDate::from_ymd_opt(2026, 3, 10).unwrap());
     }
 
     #[test]
@@ -178,19 +159,10 @@ mod tests {
         let t = utc("2025-12-31T17:30:00Z");
         let start = Bucket::Month.floor(t);
         assert_eq!(start.to_rfc3339(), "2026-01-01T00:00:00+07:00");
-        assert_eq!(
-            Bucket::Month.next(start).to_rfc3339(),
-            "2026-02-01T00:00:00+07:00"
-        );
+        assert_eq!(Bucket::Month.next(start).to_rfc3339(), "2026-02-01T00:00:00+07:00");
         let t = utc("2025-12-31T16:59:59Z");
-        assert_eq!(
-            Bucket::Month.floor(t).to_rfc3339(),
-            "2025-12-01T00:00:00+07:00"
-        );
-        assert_eq!(
-            Bucket::Month.next(Bucket::Month.floor(t)).to_rfc3339(),
-            "2026-01-01T00:00:00+07:00"
-        );
+        assert_eq!(Bucket::Month.floor(t).to_rfc3339(), "2025-12-01T00:00:00+07:00");
+        assert_eq!(Bucket::Month.next(Bucket::Month.floor(t)).to_rfc3339(), "2026-01-01T00:00:00+07:00");
         assert_eq!(vn_year(utc("2025-12-31T17:00:00Z")), 2026);
     }
 
@@ -221,20 +193,14 @@ mod tests {
         assert_eq!(t.to_utc(), utc("2026-01-01T08:00:00Z"));
         assert!(parse_period_bound("yesterday").is_err());
         assert!(parse_period_bound("2026-13-01").is_err());
-        assert!(
-            parse_period_bound("2026-01-01T08:00:00").is_err(),
-            "offset is required"
-        );
+        assert!(parse_period_bound("2026-01-01T08:00:00").is_err(), "offset is required");
     }
 
     #[test]
     fn start_of_periods_are_in_vietnam_time() {
         let now = utc("2026-11-30T18:00:00Z"); // 2026-12-01 01:00 in Vietnam
         assert_eq!(start_of_day(now).to_rfc3339(), "2026-12-01T00:00:00+07:00");
-        assert_eq!(
-            start_of_month(now).to_rfc3339(),
-            "2026-12-01T00:00:00+07:00"
-        );
+        assert_eq!(start_of_month(now).to_rfc3339(), "2026-12-01T00:00:00+07:00");
         assert_eq!(start_of_year(now).to_rfc3339(), "2026-01-01T00:00:00+07:00");
     }
 }

@@ -33,10 +33,7 @@ pub struct DedupeIndex {
 
 impl DedupeIndex {
     pub fn new(window_days: u32) -> Self {
-        Self {
-            window_days: window_days.max(MIN_WINDOW_DAYS),
-            days: VecDeque::new(),
-        }
+        Self { window_days: window_days.max(MIN_WINDOW_DAYS), days: VecDeque::new() }
     }
 
     pub fn window_days(&self) -> u32 {

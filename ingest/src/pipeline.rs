@@ -16,9 +16,7 @@ use arrow::array::{Array, RecordBatch, StringArray};
 use chrono::{DateTime, Utc};
 use ioc_core::event::{Family, decode_event};
 use ioc_core::{AdminUnits, time::vn_date};
-use ioc_storage::{
-    DEAD_LETTERS, DeadLetter, FamilyBuilder, StorageError, Store, dead_letter_batch,
-};
+use ioc_storage::{DEAD_LETTERS, DeadLetter, FamilyBuilder, StorageError, Store, dead_letter_batch};
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info};
@@ -37,15 +35,8 @@ pub enum IngestError {
 /// Where a record came from; written with its dead letter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
-    Http {
-        request: String,
-        index: usize,
-    },
-    Kafka {
-        topic: String,
-        partition: i32,
-        offset: i64,
-    },
+    Http { request: String, index: usize },
+    Kafka { topic: String, partition: i32, offset: i64 },
     Simulator,
 }
 
@@ -64,11 +55,7 @@ impl std::fmt::Display for Origin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Origin::Http { request, index } => write!(f, "http:{request}#{index}"),
-            Origin::Kafka {
-                topic,
-                partition,
-                offset,
-            } => write!(f, "kafka:{topic}/{partition}@{offset}"),
+            Origin::Kafka { topic, partition, offset } => write!(f, "kafka:{topic}/{partition}@{offset}"),
             Origin::Simulator => f.write_str("simulator"),
         }
     }
@@ -86,11 +73,7 @@ pub struct Record {
 
 impl Record {
     pub fn new(raw: Vec<u8>, origin: Origin) -> Self {
-        Self {
-            raw,
-            origin,
-            pre_rejected: None,
-        }
+        Self { raw, origin, pre_rejected: None }
     }
 }
 
@@ -133,10 +116,7 @@ pub struct PipelineConfig {
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        Self {
-            dedupe_window_days: crate::dedupe::DEFAULT_WINDOW_DAYS,
-            max_group_records: 200_000,
-        }
+        Self { dedupe_window_days: crate::dedupe::DEFAULT_WINDOW_DAYS, max_group_records: 200_000 }
     }
 }
 
@@ -147,22 +127,16 @@ pub struct Ingestor {
 }
 
 impl Ingestor {
+    /// True once the writer has stopped.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
     /// Submits records (and the source positions they cover) and waits until they are
     /// durable, or the commit failed.
-    pub async fn submit(
-        &self,
-        records: Vec<Record>,
-        positions: BTreeMap<String, i64>,
-    ) -> Result<Outcome, IngestError> {
+    pub async fn submit(&self, records: Vec<Record>, positions: BTreeMap<String, i64>) -> Result<Outcome, IngestError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Submission {
-                records,
-                positions,
-                reply,
-            })
-            .await
-            .map_err(|_| IngestError::Stopped)?;
+        self.tx.send(Submission { records, positions, reply }).await.map_err(|_| IngestError::Stopped)?;
         rx.await.map_err(|_| IngestError::Stopped)?
     }
 }
@@ -178,48 +152,24 @@ pub fn start(
 ) -> Result<(Ingestor, thread::JoinHandle<()>), IngestError> {
     let started = Instant::now();
     let dedupe = rebuild_dedupe(&store, config.dedupe_window_days, Utc::now())?;
-    info!(
-        ids = dedupe.len(),
-        ms = started.elapsed().as_millis() as u64,
-        "dedupe index rebuilt from storage"
-    );
+    info!(ids = dedupe.len(), ms = started.elapsed().as_millis() as u64, "dedupe index rebuilt from storage");
     metrics.dedupe_ids(dedupe.len());
     let (tx, rx) = mpsc::channel(1024);
-    let mut writer = Writer {
-        store,
-        units,
-        listeners,
-        metrics,
-        dedupe,
-        config,
-    };
+    let mut writer = Writer { store, units, listeners, metrics, dedupe, config };
     let handle = thread::Builder::new()
         .name("ioc-ingest-writer".into())
         .spawn(move || writer.run(rx))
-        .map_err(|e| {
-            IngestError::Storage(StorageError::Io {
-                path: "<writer thread>".into(),
-                source: e,
-            })
-        })?;
+        .map_err(|e| IngestError::Storage(StorageError::Io { path: "<writer thread>".into(), source: e }))?;
     Ok((Ingestor { tx }, handle))
 }
 
 /// Rebuilds the dedupe index from the `event_id` columns of recent commits.
-pub fn rebuild_dedupe(
-    store: &Store,
-    window_days: u32,
-    now: DateTime<Utc>,
-) -> Result<DedupeIndex, StorageError> {
+pub fn rebuild_dedupe(store: &Store, window_days: u32, now: DateTime<Utc>) -> Result<DedupeIndex, StorageError> {
     let mut idx = DedupeIndex::new(window_days);
     let snap = store.snapshot();
     let oldest = vn_date(now) - chrono::Days::new(u64::from(idx.window_days()));
-    let live: std::collections::HashMap<&str, &ioc_storage::DataFile> = snap
-        .files
-        .values()
-        .flatten()
-        .map(|f| (f.path.as_str(), f))
-        .collect();
+    let live: std::collections::HashMap<&str, &ioc_storage::DataFile> =
+        snap.files.values().flatten().map(|f| (f.path.as_str(), f)).collect();
     for (_, committed_at, paths) in &snap.history {
         let day = vn_date(*committed_at);
         if day < oldest {
@@ -233,11 +183,7 @@ pub fn rebuild_dedupe(
                 continue;
             }
             for batch in store.read_file(file, Some(&["event_id"]))? {
-                let ids = batch
-                    .column(0)
-                    .as_any()
-                    .downcast_ref::<StringArray>()
-                    .expect("event_id is Utf8");
+                let ids = batch.column(0).as_any().downcast_ref::<StringArray>().expect("event_id is Utf8");
                 for id in ids.iter().flatten() {
                     idx.insert(day, id_hash(id));
                 }
@@ -280,8 +226,7 @@ impl Writer {
         let now = Utc::now();
         let today = vn_date(now);
         self.dedupe.evict(today);
-        let mut builders: Vec<FamilyBuilder> =
-            Family::ALL.into_iter().map(FamilyBuilder::new).collect();
+        let mut builders: Vec<FamilyBuilder> = Family::ALL.into_iter().map(FamilyBuilder::new).collect();
         let mut dead = Vec::new();
         let mut fresh: HashSet<u128> = HashSet::new();
         let mut positions = BTreeMap::new();
@@ -298,8 +243,7 @@ impl Writer {
                 match decoded {
                     Err(e) => {
                         let msg = e.to_string();
-                        self.metrics
-                            .rejected(rec.origin.kind(), e.kind.as_str(), &msg);
+                        self.metrics.rejected(rec.origin.kind(), e.kind.as_str(), &msg);
                         dead.push(DeadLetter {
                             received_at: now,
                             origin: rec.origin.to_string(),
@@ -337,10 +281,7 @@ impl Writer {
         let result = if batches.is_empty() && dead.is_empty() && positions.is_empty() {
             Ok(None)
         } else {
-            let mut tables: Vec<(&str, RecordBatch)> = batches
-                .iter()
-                .map(|(f, b)| (f.table(), b.clone()))
-                .collect();
+            let mut tables: Vec<(&str, RecordBatch)> = batches.iter().map(|(f, b)| (f.table(), b.clone())).collect();
             if !dead.is_empty() {
                 tables.push((DEAD_LETTERS, dead_letter_batch(&dead)));
             }
@@ -363,18 +304,13 @@ impl Writer {
                     self.dedupe.insert(today, h);
                 }
                 if let Some(version) = version {
-                    let committed = Committed {
-                        version,
-                        committed_at: now,
-                        batches,
-                    };
+                    let committed = Committed { version, committed_at: now, batches };
                     for l in &self.listeners {
                         l.on_commit(&committed);
                     }
                     let snap = self.store.snapshot();
                     for (table, files) in &snap.files {
-                        self.metrics
-                            .storage_bytes(table, files.iter().map(|f| f.bytes).sum());
+                        self.metrics.storage_bytes(table, files.iter().map(|f| f.bytes).sum());
                     }
                 }
                 for (source, n) in accepted_by_source {

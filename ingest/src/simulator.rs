@@ -100,23 +100,13 @@ impl Simulator {
                 acc
             })
             .collect();
-        Self {
-            rng,
-            units,
-            profiles,
-            cumulative,
-            seed,
-            seq: 0,
-            open: VecDeque::new(),
-        }
+        Self { rng, units, profiles, cumulative, seed, seq: 0, open: VecDeque::new() }
     }
 
     fn province(&mut self) -> usize {
         let total = *self.cumulative.last().expect("provinces");
         let x = self.rng.random_range(0.0..total);
-        self.cumulative
-            .partition_point(|c| *c <= x)
-            .min(self.profiles.len() - 1)
+        self.cumulative.partition_point(|c| *c <= x).min(self.profiles.len() - 1)
     }
 
     fn chance(&mut self, p: f64) -> bool {
@@ -125,16 +115,8 @@ impl Simulator {
 
     fn commune(&mut self, province: usize) -> Option<String> {
         let code = &self.units.provinces()[province].code;
-        let communes: Vec<&str> = self
-            .units
-            .communes_of(code)
-            .map(|c| c.commune_code.as_str())
-            .collect();
-        if communes.is_empty() {
-            None
-        } else {
-            Some(communes[self.rng.random_range(0..communes.len())].to_string())
-        }
+        let communes: Vec<&str> = self.units.communes_of(code).map(|c| c.commune_code.as_str()).collect();
+        if communes.is_empty() { None } else { Some(communes[self.rng.random_range(0..communes.len())].to_string()) }
     }
 
     fn envelope(
@@ -148,10 +130,7 @@ impl Simulator {
         self.seq += 1;
         let p = &self.units.provinces()[province];
         let (level, agency_code) = match &commune {
-            Some(c) => (
-                Level::Commune,
-                format!("000.{}.{}.H{}", &c[..2], &c[2..], p.code),
-            ),
+            Some(c) => (Level::Commune, format!("000.{}.{}.H{}", &c[..2], &c[2..], p.code)),
             None => (Level::Province, format!("000.00.00.H{}", p.code)),
         };
         Event {
@@ -173,18 +152,10 @@ impl Simulator {
         let p = self.profiles[province].clone();
         match roll {
             x if x < 0.42 || (x < 0.70 && self.open.is_empty()) => {
-                let commune = if self.chance(0.8) {
-                    self.commune(province)
-                } else {
-                    None
-                };
+                let commune = if self.chance(0.8) { self.commune(province) } else { None };
                 let procedure = self.rng.random_range(0..PROCEDURES.len());
                 let service_level = PROCEDURES[procedure].1;
-                let online = self.chance(if service_level == ServiceLevel::None {
-                    0.05
-                } else {
-                    p.online
-                });
+                let online = self.chance(if service_level == ServiceLevel::None { 0.05 } else { p.online });
                 let channel = if online {
                     Channel::Online
                 } else if self.chance(0.9) {
@@ -199,12 +170,7 @@ impl Simulator {
                 } else {
                     at + Duration::days(self.rng.random_range(1..15))
                 };
-                let dossier_id = format!(
-                    "HS-{}-{:x}-{}",
-                    self.units.provinces()[province].code,
-                    self.seed,
-                    self.seq
-                );
+                let dossier_id = format!("HS-{}-{:x}-{}", self.units.provinces()[province].code, self.seed, self.seq);
                 if self.open.len() >= MAX_OPEN {
                     self.open.pop_front();
                 }
@@ -233,15 +199,9 @@ impl Simulator {
                 let p = self.profiles[d.province].clone();
                 let next = self.rng.random_range(0.0..1.0);
                 let body = if next < 0.05 {
-                    let reason = [
-                        CloseReason::Refused,
-                        CloseReason::Withdrawn,
-                        CloseReason::Stopped,
-                    ][self.rng.random_range(0..3)];
-                    Body::DossierClosed {
-                        dossier_id: d.dossier_id,
-                        reason,
-                    }
+                    let reason = [CloseReason::Refused, CloseReason::Withdrawn, CloseReason::Stopped]
+                        [self.rng.random_range(0..3)];
+                    Body::DossierClosed { dossier_id: d.dossier_id, reason }
                 } else {
                     // A late resolution: the effective due time had passed.
                     let due_at = if self.chance(p.late) {
@@ -259,12 +219,7 @@ impl Simulator {
                 self.envelope(at, d.province, d.commune, "motcua", body)
             }
             x if x < 0.80 => {
-                let dossier_id = format!(
-                    "HS-{}-{:x}-p{}",
-                    self.units.provinces()[province].code,
-                    self.seed,
-                    self.seq
-                );
+                let dossier_id = format!("HS-{}-{:x}-p{}", self.units.provinces()[province].code, self.seed, self.seq);
                 let body = Body::DossierPaid {
                     dossier_id,
                     amount_vnd: self.rng.random_range(1..200) * 10_000,
@@ -273,16 +228,8 @@ impl Simulator {
                 self.envelope(at, province, None, "dvc-quocgia", body)
             }
             x if x < 0.86 => {
-                let dossier_id = format!(
-                    "HS-{}-{:x}-r{}",
-                    self.units.provinces()[province].code,
-                    self.seed,
-                    self.seq
-                );
-                let body = Body::DossierRated {
-                    dossier_id,
-                    satisfied: self.chance(p.satisfied),
-                };
+                let dossier_id = format!("HS-{}-{:x}-r{}", self.units.provinces()[province].code, self.seed, self.seq);
+                let body = Body::DossierRated { dossier_id, satisfied: self.chance(p.satisfied) };
                 self.envelope(at, province, None, "dvc-quocgia", body)
             }
             x if x < 0.95 => {
@@ -290,10 +237,7 @@ impl Simulator {
                 let receiver = self.province();
                 let body = Body::DocumentSent {
                     document_id: format!("VB-{:x}-{}", self.seed, self.seq),
-                    receiver_agency_code: format!(
-                        "000.00.00.H{}",
-                        self.units.provinces()[receiver].code
-                    ),
+                    receiver_agency_code: format!("000.00.00.H{}", self.units.provinces()[receiver].code),
                     electronic,
                     signed: electronic && self.chance(p.signed),
                     secret: self.chance(0.02),
@@ -336,9 +280,7 @@ mod tests {
         let at: DateTime<Utc> = "2026-11-23T03:00:00Z".parse().unwrap();
         let run = |seed| {
             let mut s = Simulator::new(units.clone(), seed);
-            (0..500)
-                .map(|i| s.next_event(at + Duration::seconds(i)).to_json())
-                .collect::<Vec<_>>()
+            (0..500).map(|i| s.next_event(at + Duration::seconds(i)).to_json()).collect::<Vec<_>>()
         };
         assert_eq!(run(7), run(7));
         assert_ne!(run(7), run(8));
@@ -354,8 +296,7 @@ mod tests {
         for _ in 0..5_000 {
             let e = s.next_event(at);
             let raw = e.to_json().to_string();
-            let back = ioc_core::decode_event(raw.as_bytes(), &units, at)
-                .unwrap_or_else(|err| panic!("{raw}: {err}"));
+            let back = ioc_core::decode_event(raw.as_bytes(), &units, at).unwrap_or_else(|err| panic!("{raw}: {err}"));
             assert_eq!(back, e);
             types.insert(e.event_type());
             provinces.insert(e.province_code.clone().unwrap());

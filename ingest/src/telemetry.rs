@@ -1,9 +1,7 @@
 //! Ingest telemetry: each metric is defined here once, next to the log line that goes
 //! with it. Registered into a registry passed in by the binary (no global registry).
 
-use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use tracing::{debug, warn};
 
 #[derive(Clone)]
@@ -22,17 +20,11 @@ impl IngestMetrics {
     pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
         let m = Self {
             ingested: IntCounterVec::new(
-                Opts::new(
-                    "ioc_events_ingested_total",
-                    "Events accepted and durably stored, by source",
-                ),
+                Opts::new("ioc_events_ingested_total", "Events accepted and durably stored, by source"),
                 &["source"],
             )?,
             duplicates: IntCounterVec::new(
-                Opts::new(
-                    "ioc_events_duplicate_total",
-                    "Events dropped as repeats of an accepted event_id, by source",
-                ),
+                Opts::new("ioc_events_duplicate_total", "Events dropped as repeats of an accepted event_id, by source"),
                 &["source"],
             )?,
             rejected: IntCounterVec::new(
@@ -43,30 +35,19 @@ impl IngestMetrics {
                 &["origin", "reason"],
             )?,
             commits: IntCounter::new("ioc_commits_total", "Durable storage commits")?,
-            commit_failures: IntCounter::new(
-                "ioc_commit_failures_total",
-                "Storage commits that failed",
-            )?,
+            commit_failures: IntCounter::new("ioc_commit_failures_total", "Storage commits that failed")?,
             commit_seconds: Histogram::with_opts(
                 HistogramOpts::new(
                     "ioc_commit_duration_seconds",
                     "Time to make a batch durable (Parquet + fsync + log)",
                 )
-                .buckets(vec![
-                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                ]),
+                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
             )?,
             storage_bytes: IntGaugeVec::new(
-                Opts::new(
-                    "ioc_storage_bytes",
-                    "Bytes of committed Parquet data, by table",
-                ),
+                Opts::new("ioc_storage_bytes", "Bytes of committed Parquet data, by table"),
                 &["table"],
             )?,
-            dedupe_ids: IntGauge::new(
-                "ioc_dedupe_ids",
-                "event_id hashes held by the dedupe index",
-            )?,
+            dedupe_ids: IntGauge::new("ioc_dedupe_ids", "event_id hashes held by the dedupe index")?,
         };
         registry.register(Box::new(m.ingested.clone()))?;
         registry.register(Box::new(m.duplicates.clone()))?;
@@ -108,9 +89,7 @@ impl IngestMetrics {
     }
 
     pub fn storage_bytes(&self, table: &str, bytes: u64) {
-        self.storage_bytes
-            .with_label_values(&[table])
-            .set(bytes as i64);
+        self.storage_bytes.with_label_values(&[table]).set(bytes as i64);
     }
 
     pub fn dedupe_ids(&self, n: usize) {

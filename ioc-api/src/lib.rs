@@ -1,1 +1,19 @@
+//! `ioc-api`: the only crate that knows HTTP and JSON.
+//!
+//! - [`app`]: `fn app(state) -> Router`, auth middleware, health and metrics;
+//! - [`events`], [`kpis`], [`sql`]: the REST handlers;
+//! - [`auth`]: bearer tokens and roles; [`audit`]: the SQL audit log;
+//! - [`config`]: flags, `IOC_*` variables and the TOML config file;
+//! - [`server`]: wiring and graceful shutdown; [`dashboard`]: the embedded page.
 
+pub mod app;
+pub mod audit;
+pub mod auth;
+pub mod config;
+pub mod dashboard;
+pub mod error;
+pub mod events;
+pub mod json;
+pub mod kpis;
+pub mod server;
+pub mod sql;

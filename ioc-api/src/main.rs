@@ -1,1 +1,344 @@
-fn main() {}
+//! `ioc`: the one binary (CONTRACT.md §6).
+//!
+//! Exit codes: 0 on success, 2 on bad arguments or configuration (naming the flag or
+//! key), 1 on any other failure.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand};
+use ioc_api::config::{ConfigError, FileConfig, Overrides, Settings};
+use ioc_api::server::{self, Mode, ServerError};
+use ioc_core::AdminUnits;
+use ioc_ingest::Simulator;
+use ioc_query::SqlEngine;
+use ioc_query::context::admin_units_table;
+use ioc_storage::Store;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "ioc", version, about = "Intelligent Operations Center backend for Vietnam's Home Affairs sector")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole system on this machine with a built-in simulator (no Kafka).
+    Demo(Common),
+    /// Run in production.
+    Serve(Common),
+    /// Generate load: seeded events to an IOC server, a file or Kafka.
+    Simulate(SimulateArgs),
+    /// Query the stored data locally and print a table.
+    Sql(SqlArgs),
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// TOML config file; its keys mirror these flags.
+    #[arg(long, env = "IOC_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where data, the commit log and the audit log live [default: ./ioc-data].
+    #[arg(long, env = "IOC_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// HTTP listen address [default: 127.0.0.1:8080].
+    #[arg(long, env = "IOC_HTTP")]
+    http: Option<String>,
+    /// PostgreSQL wire protocol listen address [default: 127.0.0.1:5433].
+    #[arg(long, env = "IOC_PG")]
+    pg: Option<String>,
+    /// Kafka bootstrap brokers, comma-separated.
+    #[arg(long, env = "IOC_KAFKA_BROKERS")]
+    kafka_brokers: Option<String>,
+    /// KPI catalog file replacing the built-in one.
+    #[arg(long, env = "IOC_CATALOG")]
+    catalog: Option<PathBuf>,
+    /// Simulated events per second (demo) [default: 200].
+    #[arg(long, env = "IOC_RATE")]
+    rate: Option<u32>,
+    /// Largest accepted request body for POST /api/v1/events [default: 16 MiB].
+    #[arg(long, env = "IOC_BODY_LIMIT_BYTES")]
+    body_limit_bytes: Option<usize>,
+    /// How long an event_id is remembered for dedupe, in days (at least 35) [default: 40].
+    #[arg(long, env = "IOC_DEDUPE_WINDOW_DAYS")]
+    dedupe_window_days: Option<u32>,
+    /// Memory limit per SQL query, in MiB [default: 256].
+    #[arg(long, env = "IOC_SQL_MEMORY_LIMIT_MB")]
+    sql_memory_limit_mb: Option<usize>,
+    /// Time limit per SQL query, in seconds [default: 30].
+    #[arg(long, env = "IOC_SQL_TIMEOUT_SECS")]
+    sql_timeout_secs: Option<u64>,
+    /// Row cap per SQL query [default: 10000].
+    #[arg(long, env = "IOC_SQL_MAX_ROWS")]
+    sql_max_rows: Option<usize>,
+}
+
+#[derive(Args)]
+struct SimulateArgs {
+    /// Events per second.
+    #[arg(long, env = "IOC_SIMULATE_RATE")]
+    rate: u32,
+    /// How many seconds of events to generate.
+    #[arg(long, env = "IOC_SIMULATE_DURATION")]
+    duration: u64,
+    /// Post to an IOC server (base URL or the /api/v1/events URL).
+    #[arg(long, env = "IOC_SIMULATE_HTTP", group = "target")]
+    http: Option<String>,
+    /// Write NDJSON to a file.
+    #[arg(long, env = "IOC_SIMULATE_OUT", group = "target")]
+    out: Option<PathBuf>,
+    /// Produce to Kafka (comma-separated brokers).
+    #[arg(long, env = "IOC_SIMULATE_KAFKA", group = "target")]
+    kafka: Option<String>,
+    /// Random seed: the same seed and start give the same events.
+    #[arg(long, env = "IOC_SIMULATE_SEED", default_value_t = 1)]
+    seed: u64,
+    /// Time of the first event (RFC 3339) [default: the start of the current hour].
+    #[arg(long, env = "IOC_SIMULATE_START")]
+    start: Option<String>,
+    /// Bearer token for --http.
+    #[arg(long, env = "IOC_TOKEN")]
+    token: Option<String>,
+}
+
+#[derive(Args)]
+struct SqlArgs {
+    /// TOML config file (for data_dir and SQL limits).
+    #[arg(long, env = "IOC_CONFIG")]
+    config: Option<PathBuf>,
+    /// The data directory to query [default: ./ioc-data].
+    #[arg(long, env = "IOC_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Output format: table, csv or json.
+    #[arg(long, env = "IOC_SQL_FORMAT", default_value = "table")]
+    format: String,
+    /// The query.
+    query: String,
+}
+
+/// An error that means "bad arguments or configuration": exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UsageError(String);
+
+const DEFAULT_DATA_DIR: &str = "ioc-data";
+
+fn settings(c: &Common) -> Result<Settings, ConfigError> {
+    let file = match &c.config {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    };
+    let overrides = Overrides {
+        data_dir: c.data_dir.clone(),
+        http: c.http.clone(),
+        pg: c.pg.clone(),
+        kafka_brokers: c.kafka_brokers.clone(),
+        catalog: c.catalog.clone(),
+        rate: c.rate,
+        body_limit_bytes: c.body_limit_bytes,
+        dedupe_window_days: c.dedupe_window_days,
+        auth_tokens: std::env::var("IOC_AUTH_TOKENS").ok(),
+        sql_memory_limit_mb: c.sql_memory_limit_mb,
+        sql_timeout_secs: c.sql_timeout_secs,
+        sql_max_rows: c.sql_max_rows,
+    };
+    Settings::resolve(overrides, file, DEFAULT_DATA_DIR)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+async fn run_server(c: Common, demo: bool) -> Result<()> {
+    let s = settings(&c).map_err(|e| UsageError(e.to_string()))?;
+    let mode = if demo { Mode::Demo { rate: s.rate } } else { Mode::Serve };
+    if demo {
+        #[allow(clippy::print_stdout)]
+        {
+            println!(
+                "IOC demo: open http://{}/ in a browser (Ctrl+C to stop). Data in {}",
+                s.http,
+                s.data_dir.display()
+            );
+        }
+    }
+    match server::run(s, mode, shutdown_signal()).await {
+        Ok(()) => Ok(()),
+        Err(ServerError::Config(e)) => Err(UsageError(e.to_string()).into()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn run_simulate(a: SimulateArgs) -> Result<()> {
+    if a.rate == 0 {
+        return Err(UsageError("--rate must be positive".into()).into());
+    }
+    let start: DateTime<Utc> = match &a.start {
+        Some(s) => DateTime::parse_from_rfc3339(s)
+            .map_err(|_| UsageError(format!("--start: `{s}` is not an RFC 3339 timestamp")))?
+            .to_utc(),
+        None => ioc_core::time::hour_start(ioc_core::time::hour_of(Utc::now())),
+    };
+    let total = u64::from(a.rate) * a.duration;
+    let mut sim = Simulator::new(Arc::new(AdminUnits::builtin()), a.seed);
+    let step_us = 1_000_000 / i64::from(a.rate);
+    let at = |i: u64| start + chrono::Duration::microseconds(step_us * i as i64);
+    if let Some(path) = &a.out {
+        let file = std::fs::File::create(path).with_context(|| format!("--out {}", path.display()))?;
+        let mut w = std::io::BufWriter::new(file);
+        for i in 0..total {
+            serde_json::to_writer(&mut w, &sim.next_event(at(i)).to_json())?;
+            w.write_all(b"\n")?;
+        }
+        w.flush()?;
+        eprintln!("wrote {total} events to {}", path.display());
+        return Ok(());
+    }
+    if a.kafka.is_some() {
+        return Err(UsageError("--kafka: Kafka is not part of this build yet; use --http or --out".into()).into());
+    }
+    let Some(url) = &a.http else {
+        return Err(UsageError("one of --http, --out or --kafka is required".into()).into());
+    };
+    let url = if url.contains("/api/v1/events") {
+        url.clone()
+    } else {
+        format!("{}/api/v1/events", url.trim_end_matches('/'))
+    };
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let (mut sent, mut accepted, mut duplicates, mut rejected) = (0u64, 0u64, 0u64, 0u64);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    while sent < total {
+        tick.tick().await;
+        let due = ((started.elapsed().as_secs_f64() * f64::from(a.rate)) as u64).clamp(1, total);
+        if due <= sent {
+            continue;
+        }
+        let mut body = Vec::new();
+        for i in sent..due {
+            serde_json::to_writer(&mut body, &sim.next_event(at(i)).to_json())?;
+            body.push(b'\n');
+        }
+        let mut req = client.post(&url).header("content-type", "application/x-ndjson").body(body);
+        if let Some(t) = &a.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.with_context(|| format!("POST {url}"))?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        if !status.is_success() {
+            bail!("POST {url} answered {status}: {text}");
+        }
+        let v: serde_json::Value = serde_json::from_str(&text)?;
+        accepted += v["accepted"].as_u64().unwrap_or(0);
+        duplicates += v["duplicates"].as_u64().unwrap_or(0);
+        rejected += v["rejected"].as_array().map_or(0, |r| r.len() as u64);
+        sent = due;
+    }
+    eprintln!(
+        "sent {sent} events in {:.1}s: {accepted} accepted, {duplicates} duplicates, {rejected} rejected",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+async fn run_sql(a: SqlArgs) -> Result<()> {
+    let common = Common {
+        config: a.config.clone(),
+        data_dir: a.data_dir.clone(),
+        http: None,
+        pg: None,
+        kafka_brokers: None,
+        catalog: None,
+        rate: None,
+        body_limit_bytes: None,
+        dedupe_window_days: None,
+        sql_memory_limit_mb: None,
+        sql_timeout_secs: None,
+        sql_max_rows: None,
+    };
+    let s = settings(&common).map_err(|e| UsageError(e.to_string()))?;
+    let root = s.data_dir.join("store");
+    if !root.join("_log").is_dir() {
+        return Err(UsageError(format!("--data-dir: no IOC data in {}", s.data_dir.display())).into());
+    }
+    let store = Store::open(root, "sql-cli")?;
+    let engine = SqlEngine::new(store, admin_units_table(&AdminUnits::builtin()), s.sql);
+    let out = engine.run(&a.query).await?;
+    let mut stdout = std::io::stdout().lock();
+    match a.format.as_str() {
+        "table" => {
+            writeln!(stdout, "{}", arrow::util::pretty::pretty_format_batches(&out.batches)?)?;
+        }
+        "csv" => stdout.write_all(&ioc_api::json::csv(&out.schema, &out.batches)?)?,
+        "json" => {
+            let v = serde_json::json!({
+                "columns": ioc_api::json::columns(&out.schema),
+                "rows": ioc_api::json::rows(&out.batches),
+                "truncated": out.truncated,
+            });
+            writeln!(stdout, "{v}")?;
+        }
+        other => return Err(UsageError(format!("--format: `{other}` is not one of table, csv, json")).into()),
+    }
+    if out.truncated {
+        eprintln!("(truncated at {} rows)", out.rows);
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let filter = EnvFilter::try_from_env("IOC_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Demo(c) => run_server(c, true).await,
+            Command::Serve(c) => run_server(c, false).await,
+            Command::Simulate(a) => run_simulate(a).await,
+            Command::Sql(a) => run_sql(a).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(if e.downcast_ref::<UsageError>().is_some() { 2 } else { 1 })
+        }
+    }
+}

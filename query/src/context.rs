@@ -10,9 +10,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
-};
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::error::DataFusionError;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -22,33 +20,20 @@ use ioc_storage::{Snapshot, Store, schema};
 /// The `admin_units` table: provinces and communes with Vietnamese names.
 pub fn admin_units_table(units: &AdminUnits) -> Arc<MemTable> {
     let schema = Arc::new(Schema::new(
-        [
-            "province_code",
-            "province_name",
-            "commune_code",
-            "commune_name",
-            "commune_type",
-        ]
-        .map(|n| Field::new(n, DataType::Utf8, false))
-        .to_vec(),
+        ["province_code", "province_name", "commune_code", "commune_name", "commune_type"]
+            .map(|n| Field::new(n, DataType::Utf8, false))
+            .to_vec(),
     ));
     let mut cols: Vec<StringBuilder> = (0..5).map(|_| StringBuilder::new()).collect();
     for c in units.communes() {
-        for (b, v) in cols.iter_mut().zip([
-            &c.province_code,
-            &c.province_name,
-            &c.commune_code,
-            &c.commune_name,
-            &c.commune_type,
-        ]) {
+        for (b, v) in
+            cols.iter_mut().zip([&c.province_code, &c.province_name, &c.commune_code, &c.commune_name, &c.commune_type])
+        {
             b.append_value(v);
         }
     }
-    let batch = RecordBatch::try_new(
-        schema.clone(),
-        cols.iter_mut().map(|b| Arc::new(b.finish()) as _).collect(),
-    )
-    .expect("admin units batch");
+    let batch = RecordBatch::try_new(schema.clone(), cols.iter_mut().map(|b| Arc::new(b.finish()) as _).collect())
+        .expect("admin units batch");
     Arc::new(MemTable::try_new(schema, vec![vec![batch]]).expect("admin units table"))
 }
 
@@ -67,11 +52,8 @@ fn snapshot_table(
         .iter()
         .map(|f| ListingTableUrl::parse(store.path_of(f).to_string_lossy()))
         .collect::<Result<Vec<_>, _>>()?;
-    let options =
-        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-    let config = ListingTableConfig::new_with_multi_paths(urls)
-        .with_listing_options(options)
-        .with_schema(schema);
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(schema);
     Ok(Arc::new(ListingTable::try_new(config)?))
 }
 
@@ -105,10 +87,5 @@ pub fn internal_context(
     snap: &Snapshot,
     admin_units: Arc<MemTable>,
 ) -> Result<SessionContext, DataFusionError> {
-    build_context(
-        store,
-        snap,
-        admin_units,
-        RuntimeEnvBuilder::new().build_arc()?,
-    )
+    build_context(store, snap, admin_units, RuntimeEnvBuilder::new().build_arc()?)
 }

@@ -10,9 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use arrow::array::{
-    Array, AsArray, BooleanArray, RecordBatch, StringArray, TimestampMicrosecondArray,
-};
+use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::TimestampMicrosecondType;
 use chrono::{DateTime, Utc};
 use datafusion::common::DFSchema;
@@ -22,9 +20,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 use ioc_core::catalog::{Catalog, Gauge, KpiDef, KpiKind};
-use ioc_core::counters::{
-    Count, CounterDelta, Counters, Dim, DimFilter, DimValue, DimValues, SeriesKey,
-};
+use ioc_core::counters::{Count, CounterDelta, Counters, Dim, DimFilter, DimValue, DimValues, SeriesKey};
 use ioc_core::event::Family;
 use ioc_core::open_dossiers::OpenDossiers;
 use ioc_core::time::{Bucket, hour_of, hour_start};
@@ -46,11 +42,7 @@ pub enum KpiError {
     #[error("dimension `{dim}` applies only to dossier KPIs, not to `{kpi}`")]
     DimNotApplicable { dim: String, kpi: String },
     #[error("KPI `{kpi}`: cannot compile `{expr}`: {source}")]
-    Compile {
-        kpi: String,
-        expr: String,
-        source: DataFusionError,
-    },
+    Compile { kpi: String, expr: String, source: DataFusionError },
     #[error("query failed: {0}")]
     Query(#[from] DataFusionError),
     #[error("storage: {0}")]
@@ -128,56 +120,28 @@ pub struct KpiEngine {
 impl KpiEngine {
     /// Compiles the catalog against the table schemas. A KPI whose expression does not
     /// compile is a configuration error, reported with its id.
-    pub fn new(
-        catalog: Arc<Catalog>,
-        store: Store,
-        admin_units: Arc<MemTable>,
-    ) -> Result<Self, KpiError> {
+    pub fn new(catalog: Arc<Catalog>, store: Store, admin_units: Arc<MemTable>) -> Result<Self, KpiError> {
         let ctx = SessionContext::new();
         let mut compiled = Vec::with_capacity(catalog.len());
         for def in catalog.kpis() {
             compiled.push(match &def.kind {
                 KpiKind::Gauge(_) => None,
-                KpiKind::Ratio {
-                    event_type,
-                    denominator,
-                    numerator,
-                } => {
+                KpiKind::Ratio { event_type, denominator, numerator } => {
                     let family = event_type.family();
                     let df_schema = DFSchema::try_from(family_schema(family).as_ref().clone())?;
                     let compile = |text: &str| -> Result<Arc<dyn PhysicalExpr>, KpiError> {
-                        let err = |source| KpiError::Compile {
-                            kpi: def.id.clone(),
-                            expr: text.to_string(),
-                            source,
-                        };
+                        let err = |source| KpiError::Compile { kpi: def.id.clone(), expr: text.to_string(), source };
                         let expr = ctx.parse_sql_expr(text, &df_schema).map_err(err)?;
                         ctx.create_physical_expr(expr, &df_schema).map_err(err)
                     };
-                    let denominator = compile(&format!(
-                        "type = '{}' AND ({denominator})",
-                        event_type.as_str()
-                    ))?;
+                    let denominator = compile(&format!("type = '{}' AND ({denominator})", event_type.as_str()))?;
                     let numerator = compile(numerator)?;
-                    Some(Compiled {
-                        family,
-                        denominator,
-                        numerator,
-                    })
+                    Some(Compiled { family, denominator, numerator })
                 }
             });
         }
-        let live = Live {
-            counters: Counters::new(catalog.len()),
-            ..Default::default()
-        };
-        Ok(Self {
-            catalog,
-            compiled,
-            live: RwLock::new(live),
-            store,
-            admin_units,
-        })
+        let live = Live { counters: Counters::new(catalog.len()), ..Default::default() };
+        Ok(Self { catalog, compiled, live: RwLock::new(live), store, admin_units })
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -210,34 +174,20 @@ impl KpiEngine {
         }
         let mut counters = Counters::new(self.catalog.len());
         counters.apply(&delta);
-        *self.live.write().expect("live lock") = Live {
-            counters,
-            open,
-            version: snap.version,
-        };
+        *self.live.write().expect("live lock") = Live { counters, open, version: snap.version };
         info!(rows, ms = started.elapsed().as_millis() as u64, version = ?snap.version, "KPI counters rebuilt from storage");
         Ok(())
     }
 
     /// Counter deltas of one batch of a family.
-    pub fn delta_for(
-        &self,
-        family: Family,
-        batch: &RecordBatch,
-    ) -> Result<CounterDelta, DataFusionError> {
+    pub fn delta_for(&self, family: Family, batch: &RecordBatch) -> Result<CounterDelta, DataFusionError> {
         let mut delta = CounterDelta::default();
         if batch.num_rows() == 0 {
             return Ok(delta);
         }
-        let times = batch
-            .column_by_name("occurred_at")
-            .expect("occurred_at")
-            .as_primitive::<TimestampMicrosecondType>();
-        let hours: Vec<i64> = times
-            .values()
-            .iter()
-            .map(|t| t.div_euclid(3_600_000_000))
-            .collect();
+        let times =
+            batch.column_by_name("occurred_at").expect("occurred_at").as_primitive::<TimestampMicrosecondType>();
+        let hours: Vec<i64> = times.values().iter().map(|t| t.div_euclid(3_600_000_000)).collect();
         for (h, t) in hours.iter().zip(times.values().iter()) {
             delta.observe(*h, *t);
         }
@@ -284,10 +234,7 @@ impl KpiEngine {
     fn check_dims(&self, def: &KpiDef, dims: impl Iterator<Item = Dim>) -> Result<(), KpiError> {
         for d in dims {
             if d.dossier_only() && def.family() != Family::Dossier {
-                return Err(KpiError::DimNotApplicable {
-                    dim: d.as_str().into(),
-                    kpi: def.id.clone(),
-                });
+                return Err(KpiError::DimNotApplicable { dim: d.as_str().into(), kpi: def.id.clone() });
             }
         }
         Ok(())
@@ -300,11 +247,7 @@ impl KpiEngine {
         province: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<Vec<KpiValue>, KpiError> {
-        let filter = DimFilter(
-            province
-                .map(|p| vec![(Dim::ProvinceCode, p.to_string())])
-                .unwrap_or_default(),
-        );
+        let filter = DimFilter(province.map(|p| vec![(Dim::ProvinceCode, p.to_string())]).unwrap_or_default());
         let year = ioc_core::time::vn_year(period.from);
         let mut out = Vec::with_capacity(self.catalog.len());
         for (idx, def) in self.catalog.kpis().iter().enumerate() {
@@ -317,12 +260,7 @@ impl KpiEngine {
                 KpiKind::Ratio { .. } => count.ratio(),
                 KpiKind::Gauge(_) => Some(count.numerator as f64),
             };
-            out.push(KpiValue {
-                def: def.clone(),
-                target: def.target_for(province, year),
-                count,
-                value,
-            });
+            out.push(KpiValue { def: def.clone(), target: def.target_for(province, year), count, value });
         }
         Ok(out)
     }
@@ -334,20 +272,9 @@ impl KpiEngine {
         q: &SeriesQuery,
         now: DateTime<Utc>,
     ) -> Result<(KpiDef, Vec<SeriesRow>), KpiError> {
-        let (idx, def) = self
-            .catalog
-            .get(id)
-            .ok_or_else(|| KpiError::UnknownKpi(id.to_string()))?;
-        self.check_dims(
-            def,
-            q.group_by
-                .iter()
-                .copied()
-                .chain(q.filter.0.iter().map(|(d, _)| *d)),
-        )?;
-        let rows = self
-            .counts(idx, q.period, q.bucket, &q.group_by, &q.filter, now)
-            .await?;
+        let (idx, def) = self.catalog.get(id).ok_or_else(|| KpiError::UnknownKpi(id.to_string()))?;
+        self.check_dims(def, q.group_by.iter().copied().chain(q.filter.0.iter().map(|(d, _)| *d)))?;
+        let rows = self.counts(idx, q.period, q.bucket, &q.group_by, &q.filter, now).await?;
         let gauge = matches!(def.kind, KpiKind::Gauge(_));
         let rows = rows
             .into_iter()
@@ -356,11 +283,7 @@ impl KpiEngine {
                 bucket,
                 dims,
                 count,
-                value: if gauge {
-                    Some(count.numerator as f64)
-                } else {
-                    count.ratio()
-                },
+                value: if gauge { Some(count.numerator as f64) } else { count.ratio() },
             })
             .collect();
         Ok((def.clone(), rows))
@@ -397,11 +320,7 @@ impl KpiEngine {
         let first = hour_of(from);
         let last = hour_of(to - chrono::Duration::microseconds(1));
         // Hours entirely inside the period.
-        let full_start = if hour_start(first) == from {
-            first
-        } else {
-            first + 1
-        };
+        let full_start = if hour_start(first) == from { first } else { first + 1 };
         let full_end = last + i64::from(hour_start(last + 1) == to); // exclusive
         let mut partial: Vec<(i64, DateTime<Utc>, DateTime<Utc>)> = Vec::new();
         if full_start > first {
@@ -426,25 +345,17 @@ impl KpiEngine {
                 }
             }
             if full_start < full_end {
-                out = live
-                    .counters
-                    .series(idx, full_start..full_end, filter, group_by, bucket);
+                out = live.counters.series(idx, full_start..full_end, filter, group_by, bucket);
             }
             for h in whole_hours {
-                for (k, c) in live
-                    .counters
-                    .series(idx, h..h + 1, filter, group_by, bucket)
-                {
+                for (k, c) in live.counters.series(idx, h..h + 1, filter, group_by, bucket) {
                     *out.entry(k).or_default() += c;
                 }
             }
         }
         for (hour, a, b) in sql_ranges {
             let b_key = bucket.map(|bk| bk.floor(hour_start(hour)).to_utc());
-            for (dims, c) in self
-                .sql_counts(def, Period { from: a, to: b }, group_by, filter)
-                .await?
-            {
+            for (dims, c) in self.sql_counts(def, Period { from: a, to: b }, group_by, filter).await? {
                 *out.entry((b_key, dims)).or_default() += c;
             }
         }
@@ -464,20 +375,12 @@ impl KpiEngine {
         };
         let snap = self.store.snapshot();
         let ctx = internal_context(&self.store, &snap, self.admin_units.clone())?;
-        let batches: Vec<RecordBatch> = ctx
-            .sql(&sql)
-            .await?
-            .execute_stream()
-            .await?
-            .try_collect()
-            .await?;
+        let batches: Vec<RecordBatch> = ctx.sql(&sql).await?.execute_stream().await?.try_collect().await?;
         let mut out = Vec::new();
         for b in batches {
             let n = group_by.len();
             let num = b.column(n).as_primitive::<arrow::datatypes::Int64Type>();
-            let den = b
-                .column(n + 1)
-                .as_primitive::<arrow::datatypes::Int64Type>();
+            let den = b.column(n + 1).as_primitive::<arrow::datatypes::Int64Type>();
             for i in 0..b.num_rows() {
                 let dims = (0..n)
                     .map(|c| {
@@ -500,25 +403,13 @@ impl CommitListener for KpiEngine {
 
 /// The SQL that computes a ratio KPI's numerator and denominator over `[from, to)`,
 /// grouped by `group_by`. `None` for gauges.
-pub fn kpi_sql(
-    def: &KpiDef,
-    period: Period,
-    group_by: &[Dim],
-    filter: &DimFilter,
-) -> Option<String> {
-    let KpiKind::Ratio {
-        event_type,
-        denominator,
-        numerator,
-    } = &def.kind
-    else {
+pub fn kpi_sql(def: &KpiDef, period: Period, group_by: &[Dim], filter: &DimFilter) -> Option<String> {
+    let KpiKind::Ratio { event_type, denominator, numerator } = &def.kind else {
         return None;
     };
     let dims: Vec<&str> = group_by.iter().map(|d| d.as_str()).collect();
     let mut select: Vec<String> = dims.iter().map(|d| d.to_string()).collect();
-    select.push(format!(
-        "CAST(COALESCE(SUM(CASE WHEN ({numerator}) THEN 1 ELSE 0 END), 0) AS BIGINT) AS numerator"
-    ));
+    select.push(format!("CAST(COALESCE(SUM(CASE WHEN ({numerator}) THEN 1 ELSE 0 END), 0) AS BIGINT) AS numerator"));
     select.push("CAST(COUNT(*) AS BIGINT) AS denominator".into());
     let ts = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     let mut conds = vec![
@@ -530,33 +421,19 @@ pub fn kpi_sql(
     for (d, v) in &filter.0 {
         conds.push(format!("{} = '{}'", d.as_str(), v.replace('\'', "''")));
     }
-    let mut sql = format!(
-        "SELECT {} FROM {} WHERE {}",
-        select.join(", "),
-        event_type.family().table(),
-        conds.join(" AND ")
-    );
+    let mut sql =
+        format!("SELECT {} FROM {} WHERE {}", select.join(", "), event_type.family().table(), conds.join(" AND "));
     if !dims.is_empty() {
         sql.push_str(&format!(" GROUP BY {}", dims.join(", ")));
     }
     Some(sql)
 }
 
-fn eval_bool(
-    expr: &Arc<dyn PhysicalExpr>,
-    batch: &RecordBatch,
-) -> Result<BooleanArray, DataFusionError> {
+fn eval_bool(expr: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<BooleanArray, DataFusionError> {
     let array = expr.evaluate(batch)?.into_array(batch.num_rows())?;
-    array
-        .as_any()
-        .downcast_ref::<BooleanArray>()
-        .cloned()
-        .ok_or_else(|| {
-            DataFusionError::Execution(format!(
-                "KPI expression returned {}, not a boolean",
-                array.data_type()
-            ))
-        })
+    array.as_any().downcast_ref::<BooleanArray>().cloned().ok_or_else(|| {
+        DataFusionError::Execution(format!("KPI expression returned {}, not a boolean", array.data_type()))
+    })
 }
 
 /// Dimension values of every row, with values interned per batch.
@@ -565,9 +442,7 @@ fn row_dims(family: Family, batch: &RecordBatch) -> Vec<DimValues> {
         if d.dossier_only() && family != Family::Dossier {
             return None;
         }
-        batch
-            .column_by_name(d.as_str())
-            .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+        batch.column_by_name(d.as_str()).and_then(|c| c.as_any().downcast_ref::<StringArray>())
     };
     let cols: Vec<Option<&StringArray>> = Dim::ALL.iter().map(|d| col(*d)).collect();
     let mut interned: Vec<BTreeMap<&str, Arc<str>>> = vec![BTreeMap::new(); Dim::ALL.len()];
@@ -589,14 +464,8 @@ fn row_dims(family: Family, batch: &RecordBatch) -> Vec<DimValues> {
 
 /// Folds a dossier batch into the open-dossier state.
 fn track_open(open: &mut OpenDossiers, batch: &RecordBatch) {
-    let ty = batch
-        .column_by_name("type")
-        .expect("type")
-        .as_string::<i32>();
-    let ids = batch
-        .column_by_name("dossier_id")
-        .expect("dossier_id")
-        .as_string::<i32>();
+    let ty = batch.column_by_name("type").expect("type").as_string::<i32>();
+    let ids = batch.column_by_name("dossier_id").expect("dossier_id").as_string::<i32>();
     let due = batch
         .column_by_name("due_at")
         .expect("due_at")

@@ -20,6 +20,7 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::LogicalPlan;
 use futures::StreamExt;
 use ioc_storage::Store;
 use thiserror::Error;
@@ -34,6 +35,9 @@ pub struct SqlLimits {
     pub timeout: Duration,
     pub max_rows: usize,
     pub max_concurrent: usize,
+    /// Largest estimated output of a join without any join condition (a cartesian
+    /// product). Larger ones are refused before they run.
+    pub max_cross_join_rows: u64,
 }
 
 impl Default for SqlLimits {
@@ -43,6 +47,7 @@ impl Default for SqlLimits {
             timeout: Duration::from_secs(30),
             max_rows: 10_000,
             max_concurrent: 4,
+            max_cross_join_rows: 100_000_000,
         }
     }
 }
@@ -57,10 +62,12 @@ pub enum SqlError {
     Invalid(String),
     #[error("the query ran longer than the {0:?} time limit and was cancelled")]
     Timeout(Duration),
-    #[error(
-        "the query needed more than the {limit_mib} MiB memory limit and was cancelled: {detail}"
-    )]
+    #[error("the query needed more than the {limit_mib} MiB memory limit and was cancelled: {detail}")]
     Memory { limit_mib: usize, detail: String },
+    #[error(
+        "the query joins tables without a join condition: about {estimated} rows, over the limit of {limit}; add join conditions (ON ...) or filter first"
+    )]
+    CrossJoin { estimated: u64, limit: u64 },
     #[error("too many queries are running; try again shortly")]
     Busy,
     #[error("internal error while running the query: {0}")]
@@ -75,6 +82,7 @@ impl SqlError {
             SqlError::Invalid(_) => "invalid_sql",
             SqlError::Timeout(_) => "query_timeout",
             SqlError::Memory { .. } => "query_memory_limit",
+            SqlError::CrossJoin { .. } => "cross_join_limit",
             SqlError::Busy => "too_many_queries",
             SqlError::Internal(_) => "internal",
         }
@@ -96,6 +104,7 @@ pub struct QueryOutput {
 pub struct SqlEngine {
     store: Store,
     admin_units: Arc<MemTable>,
+    admin_rows: u64,
     limits: SqlLimits,
     permits: Arc<Semaphore>,
 }
@@ -103,12 +112,8 @@ pub struct SqlEngine {
 impl SqlEngine {
     pub fn new(store: Store, admin_units: Arc<MemTable>, limits: SqlLimits) -> Self {
         let permits = Arc::new(Semaphore::new(limits.max_concurrent.max(1)));
-        Self {
-            store,
-            admin_units,
-            limits,
-            permits,
-        }
+        let admin_rows = ioc_core::AdminUnits::builtin().communes().len() as u64;
+        Self { store, admin_units, admin_rows, limits, permits }
     }
 
     pub fn limits(&self) -> &SqlLimits {
@@ -120,43 +125,30 @@ impl SqlEngine {
         let started = Instant::now();
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(self.limits.memory_bytes, 1.0)
-            .with_disk_manager_builder(
-                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
-            )
+            .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
             .build_arc()
             .map_err(|e| SqlError::Internal(e.to_string()))?;
-        let snap = self
-            .store
-            .refresh()
-            .map_err(|e| SqlError::Internal(e.to_string()))?;
+        let snap = self.store.refresh().map_err(|e| SqlError::Internal(e.to_string()))?;
         let ctx = build_context(&self.store, &snap, self.admin_units.clone(), runtime)
             .map_err(|e| SqlError::Internal(e.to_string()))?;
-        let options = SQLOptions::new()
-            .with_allow_ddl(false)
-            .with_allow_dml(false)
-            .with_allow_statements(false);
+        let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
         let limit = self.limits.max_rows;
         let work = async {
-            let df = ctx
-                .sql_with_options(sql, options)
-                .await
-                .map_err(|e| self.classify(e))?;
+            let df = ctx.sql_with_options(sql, options).await.map_err(|e| self.classify(e))?;
+            let plan = df.clone().into_optimized_plan().map_err(|e| self.classify(e))?;
+            let rows_of = |table: &str| match table {
+                "admin_units" => self.admin_rows,
+                t => snap.rows(t),
+            };
+            estimate_rows(&plan, &rows_of, self.limits.max_cross_join_rows)?;
             let stream = df.execute_stream().await.map_err(|e| self.classify(e))?;
-            collect_capped(stream, limit)
-                .await
-                .map_err(|e| self.classify(e))
+            collect_capped(stream, limit).await.map_err(|e| self.classify(e))
         };
         // Dropping the future on timeout drops the stream, which cancels execution.
         let (schema, batches, rows, truncated) = tokio::time::timeout(self.limits.timeout, work)
             .await
             .map_err(|_| SqlError::Timeout(self.limits.timeout))??;
-        Ok(QueryOutput {
-            schema,
-            batches,
-            rows,
-            truncated,
-            elapsed: started.elapsed(),
-        })
+        Ok(QueryOutput { schema, batches, rows, truncated, elapsed: started.elapsed() })
     }
 
     fn classify(&self, e: DataFusionError) -> SqlError {
@@ -168,13 +160,31 @@ impl SqlEngine {
             return SqlError::NotReadOnly(msg);
         }
         if msg.contains("Resources exhausted") || msg.contains("ResourcesExhausted") {
-            return SqlError::Memory {
-                limit_mib: self.limits.memory_bytes >> 20,
-                detail: msg,
-            };
+            return SqlError::Memory { limit_mib: self.limits.memory_bytes >> 20, detail: msg };
         }
         SqlError::Invalid(msg)
     }
+}
+
+/// An upper-bound estimate of a plan's output rows, from the committed row counts.
+/// Refuses joins without any condition whose product exceeds `limit`.
+fn estimate_rows(plan: &LogicalPlan, rows_of: &dyn Fn(&str) -> u64, limit: u64) -> Result<u64, SqlError> {
+    let children: Vec<u64> =
+        plan.inputs().into_iter().map(|c| estimate_rows(c, rows_of, limit)).collect::<Result<_, _>>()?;
+    Ok(match plan {
+        LogicalPlan::TableScan(scan) => {
+            let rows = rows_of(scan.table_name.table()).max(1);
+            scan.fetch.map_or(rows, |f| rows.min(f as u64))
+        }
+        LogicalPlan::Join(join) if join.on.is_empty() && join.filter.is_none() => {
+            let product = children.iter().fold(1u64, |a, b| a.saturating_mul(*b));
+            if product > limit {
+                return Err(SqlError::CrossJoin { estimated: product, limit });
+            }
+            product
+        }
+        _ => children.into_iter().max().unwrap_or(1),
+    })
 }
 
 async fn collect_capped(

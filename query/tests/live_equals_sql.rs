@@ -32,8 +32,7 @@ async fn ingest(seed: u64, offsets_min: &[i64], batches: usize) -> Setup {
     let store = Store::open(dir.path(), "test").unwrap();
     let units = Arc::new(AdminUnits::builtin());
     let catalog = Arc::new(Catalog::builtin());
-    let engine =
-        Arc::new(KpiEngine::new(catalog, store.clone(), admin_units_table(&units)).unwrap());
+    let engine = Arc::new(KpiEngine::new(catalog, store.clone(), admin_units_table(&units)).unwrap());
     let (ingestor, handle) = pipeline::start(
         store.clone(),
         units.clone(),
@@ -47,34 +46,22 @@ async fn ingest(seed: u64, offsets_min: &[i64], batches: usize) -> Setup {
         .iter()
         .map(|m| {
             Record::new(
-                sim.next_event(base() + Duration::minutes(*m))
-                    .to_json()
-                    .to_string()
-                    .into_bytes(),
+                sim.next_event(base() + Duration::minutes(*m)).to_json().to_string().into_bytes(),
                 Origin::Simulator,
             )
         })
         .collect();
     let per = records.len().div_ceil(batches.max(1)).max(1);
     for chunk in records.chunks(per) {
-        let out = ingestor
-            .submit(chunk.to_vec(), BTreeMap::new())
-            .await
-            .unwrap();
+        let out = ingestor.submit(chunk.to_vec(), BTreeMap::new()).await.unwrap();
         assert!(out.rejected.is_empty(), "{:?}", out.rejected);
     }
     drop(ingestor);
     handle.join().unwrap();
-    Setup {
-        _dir: dir,
-        store,
-        engine,
-    }
+    Setup { _dir: dir, store, engine }
 }
 
-fn sum(
-    rows: &[(Vec<ioc_core::counters::DimValue>, Count)],
-) -> BTreeMap<Vec<ioc_core::counters::DimValue>, Count> {
+fn sum(rows: &[(Vec<ioc_core::counters::DimValue>, Count)]) -> BTreeMap<Vec<ioc_core::counters::DimValue>, Count> {
     let mut m = BTreeMap::new();
     for (k, c) in rows {
         *m.entry(k.clone()).or_insert_with(Count::default) += *c;
@@ -84,12 +71,9 @@ fn sum(
 }
 
 async fn check(setup: &Setup, periods: &[Period]) -> Result<(), TestCaseError> {
-    let rebuilt = KpiEngine::new(
-        Arc::new(Catalog::builtin()),
-        setup.store.clone(),
-        admin_units_table(&AdminUnits::builtin()),
-    )
-    .unwrap();
+    let rebuilt =
+        KpiEngine::new(Arc::new(Catalog::builtin()), setup.store.clone(), admin_units_table(&AdminUnits::builtin()))
+            .unwrap();
     rebuilt.rebuild().unwrap();
     let now = base() + Duration::days(10);
     let catalog = Catalog::builtin();
@@ -100,46 +84,21 @@ async fn check(setup: &Setup, periods: &[Period]) -> Result<(), TestCaseError> {
         let mut slices: Vec<(Vec<Dim>, DimFilter)> = vec![
             (vec![], DimFilter::default()),
             (vec![Dim::ProvinceCode], DimFilter::default()),
-            (
-                vec![Dim::Level, Dim::Source],
-                DimFilter(vec![(Dim::ProvinceCode, "01".into())]),
-            ),
+            (vec![Dim::Level, Dim::Source], DimFilter(vec![(Dim::ProvinceCode, "01".into())])),
         ];
         if event_type.family() == ioc_core::Family::Dossier {
             slices.push((vec![Dim::ProcedureCode, Dim::Channel], DimFilter::default()));
         }
         for period in periods {
             for (group_by, filter) in &slices {
-                let q = SeriesQuery {
-                    period: *period,
-                    bucket: None,
-                    group_by: group_by.clone(),
-                    filter: filter.clone(),
-                };
+                let q =
+                    SeriesQuery { period: *period, bucket: None, group_by: group_by.clone(), filter: filter.clone() };
                 let (_, live) = setup.engine.series(&def.id, &q, now).await.unwrap();
                 let (_, again) = rebuilt.series(&def.id, &q, now).await.unwrap();
-                let sql = setup
-                    .engine
-                    .sql_counts(def, *period, group_by, filter)
-                    .await
-                    .unwrap();
-                let live_map = sum(&live
-                    .iter()
-                    .map(|r| (r.dims.clone(), r.count))
-                    .collect::<Vec<_>>());
-                let again_map = sum(&again
-                    .iter()
-                    .map(|r| (r.dims.clone(), r.count))
-                    .collect::<Vec<_>>());
-                prop_assert_eq!(
-                    &live_map,
-                    &sum(&sql),
-                    "{} {:?} {:?} {:?}",
-                    def.id,
-                    period,
-                    group_by,
-                    filter
-                );
+                let sql = setup.engine.sql_counts(def, *period, group_by, filter).await.unwrap();
+                let live_map = sum(&live.iter().map(|r| (r.dims.clone(), r.count)).collect::<Vec<_>>());
+                let again_map = sum(&again.iter().map(|r| (r.dims.clone(), r.count)).collect::<Vec<_>>());
+                prop_assert_eq!(&live_map, &sum(&sql), "{} {:?} {:?} {:?}", def.id, period, group_by, filter);
                 prop_assert_eq!(&live_map, &again_map, "rebuilt differs: {}", def.id);
                 // Values are ratios of the sums.
                 for r in &live {
@@ -156,22 +115,9 @@ async fn check(setup: &Setup, periods: &[Period]) -> Result<(), TestCaseError> {
             let (_, days) = setup.engine.series(&def.id, &q, now).await.unwrap();
             for row in days {
                 let start = row.bucket.unwrap();
-                let day = Period {
-                    from: start.max(period.from),
-                    to: (start + Duration::days(1)).min(period.to),
-                };
-                let sql = sum(&setup
-                    .engine
-                    .sql_counts(def, day, &[], &DimFilter::default())
-                    .await
-                    .unwrap());
-                prop_assert_eq!(
-                    Some(&row.count),
-                    sql.get(&vec![]),
-                    "{} day {}",
-                    def.id,
-                    start
-                );
+                let day = Period { from: start.max(period.from), to: (start + Duration::days(1)).min(period.to) };
+                let sql = sum(&setup.engine.sql_counts(def, day, &[], &DimFilter::default()).await.unwrap());
+                prop_assert_eq!(Some(&row.count), sql.get(&vec![]), "{} day {}", def.id, start);
             }
         }
     }

@@ -4,8 +4,7 @@
 use std::sync::{Arc, LazyLock};
 
 use arrow::array::{
-    ArrayRef, BinaryBuilder, BooleanBuilder, Int64Builder, RecordBatch, StringBuilder,
-    TimestampMicrosecondBuilder,
+    ArrayRef, BinaryBuilder, BooleanBuilder, Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use chrono::{DateTime, Utc};
@@ -150,21 +149,7 @@ fn layout(family: Family) -> &'static [Col] {
     match family {
         // dossier_id, procedure_code, channel, service_level, due_at, digitized,
         // reused_data, authenticated, result_electronic, reason, amount_vnd, online, satisfied
-        Family::Dossier => &[
-            S(0),
-            S(1),
-            S(2),
-            S(3),
-            T(0),
-            B(0),
-            B(1),
-            B(2),
-            B(3),
-            S(4),
-            I(0),
-            B(4),
-            B(5),
-        ],
+        Family::Dossier => &[S(0), S(1), S(2), S(3), T(0), B(0), B(1), B(2), B(3), S(4), I(0), B(4), B(5)],
         // document_id, receiver_agency_code, electronic, signed, secret
         Family::Document => &[S(0), S(1), B(0), B(1), B(2)],
         // record_id, online, secret
@@ -188,18 +173,12 @@ impl FamilyBuilder {
             level: StringBuilder::new(),
             province_code: StringBuilder::new(),
             commune_code: StringBuilder::new(),
-            strings: (0..count(|c| matches!(c, Col::S(_))))
-                .map(|_| StringBuilder::new())
-                .collect(),
-            bools: (0..count(|c| matches!(c, Col::B(_))))
-                .map(|_| BooleanBuilder::new())
-                .collect(),
+            strings: (0..count(|c| matches!(c, Col::S(_)))).map(|_| StringBuilder::new()).collect(),
+            bools: (0..count(|c| matches!(c, Col::B(_)))).map(|_| BooleanBuilder::new()).collect(),
             timestamps: (0..count(|c| matches!(c, Col::T(_))))
                 .map(|_| TimestampMicrosecondBuilder::new().with_timezone("UTC"))
                 .collect(),
-            ints: (0..count(|c| matches!(c, Col::I(_))))
-                .map(|_| Int64Builder::new())
-                .collect(),
+            ints: (0..count(|c| matches!(c, Col::I(_)))).map(|_| Int64Builder::new()).collect(),
             len: 0,
         }
     }
@@ -217,20 +196,14 @@ impl FamilyBuilder {
         debug_assert_eq!(e.family(), self.family);
         self.event_id.append_value(&e.event_id);
         self.event_type.append_value(e.event_type().as_str());
-        self.occurred_at
-            .append_value(e.occurred_at.timestamp_micros());
+        self.occurred_at.append_value(e.occurred_at.timestamp_micros());
         self.source.append_value(&e.source);
         self.agency_code.append_value(&e.agency_code);
         self.level.append_value(e.level.as_str());
         self.province_code.append_option(e.province_code.as_deref());
         self.commune_code.append_option(e.commune_code.as_deref());
         let ts = |t: &DateTime<Utc>| Some(t.timestamp_micros());
-        let (s, b, t, i) = (
-            &mut self.strings,
-            &mut self.bools,
-            &mut self.timestamps,
-            &mut self.ints,
-        );
+        let (s, b, t, i) = (&mut self.strings, &mut self.bools, &mut self.timestamps, &mut self.ints);
         match &e.body {
             Body::DossierReceived {
                 dossier_id,
@@ -260,12 +233,7 @@ impl FamilyBuilder {
                     },
                 );
             }
-            Body::DossierResolved {
-                dossier_id,
-                procedure_code,
-                due_at,
-                result_electronic,
-            } => dossier_row(
+            Body::DossierResolved { dossier_id, procedure_code, due_at, result_electronic } => dossier_row(
                 s,
                 b,
                 t,
@@ -278,81 +246,37 @@ impl FamilyBuilder {
                     ..Default::default()
                 },
             ),
-            Body::DossierClosed { dossier_id, reason } => dossier_row(
+            Body::DossierClosed { dossier_id, reason } => {
+                dossier_row(s, b, t, i, DossierRow { dossier_id, reason: Some(reason.as_str()), ..Default::default() })
+            }
+            Body::DossierPaid { dossier_id, amount_vnd, online } => dossier_row(
                 s,
                 b,
                 t,
                 i,
-                DossierRow {
-                    dossier_id,
-                    reason: Some(reason.as_str()),
-                    ..Default::default()
-                },
+                DossierRow { dossier_id, amount_vnd: Some(*amount_vnd), online: Some(*online), ..Default::default() },
             ),
-            Body::DossierPaid {
-                dossier_id,
-                amount_vnd,
-                online,
-            } => dossier_row(
-                s,
-                b,
-                t,
-                i,
-                DossierRow {
-                    dossier_id,
-                    amount_vnd: Some(*amount_vnd),
-                    online: Some(*online),
-                    ..Default::default()
-                },
-            ),
-            Body::DossierRated {
-                dossier_id,
-                satisfied,
-            } => dossier_row(
-                s,
-                b,
-                t,
-                i,
-                DossierRow {
-                    dossier_id,
-                    satisfied: Some(*satisfied),
-                    ..Default::default()
-                },
-            ),
-            Body::DocumentSent {
-                document_id,
-                receiver_agency_code,
-                electronic,
-                signed,
-                secret,
-            } => {
+            Body::DossierRated { dossier_id, satisfied } => {
+                dossier_row(s, b, t, i, DossierRow { dossier_id, satisfied: Some(*satisfied), ..Default::default() })
+            }
+            Body::DocumentSent { document_id, receiver_agency_code, electronic, signed, secret } => {
                 s[0].append_value(document_id);
                 s[1].append_value(receiver_agency_code);
                 b[0].append_value(*electronic);
                 b[1].append_value(*signed);
                 b[2].append_value(*secret);
             }
-            Body::WorkRecordClosed {
-                record_id,
-                online,
-                secret,
-            } => {
+            Body::WorkRecordClosed { record_id, online, secret } => {
                 s[0].append_value(record_id);
                 b[0].append_value(*online);
                 b[1].append_value(*secret);
             }
-            Body::InspectionCompleted {
-                inspection_id,
-                digital,
-            } => {
+            Body::InspectionCompleted { inspection_id, digital } => {
                 s[0].append_value(inspection_id);
                 b[0].append_value(*digital);
                 b[1].append_null();
             }
-            Body::ReportSubmitted {
-                report_id,
-                via_system,
-            } => {
+            Body::ReportSubmitted { report_id, via_system } => {
                 s[0].append_value(report_id);
                 b[0].append_null();
                 b[1].append_value(*via_system);
@@ -448,12 +372,7 @@ pub fn dead_letter_batch(letters: &[DeadLetter]) -> RecordBatch {
     }
     RecordBatch::try_new(
         dead_letter_schema(),
-        vec![
-            Arc::new(at.finish()),
-            Arc::new(origin.finish()),
-            Arc::new(error.finish()),
-            Arc::new(raw.finish()),
-        ],
+        vec![Arc::new(at.finish()), Arc::new(origin.finish()), Arc::new(error.finish()), Arc::new(raw.finish())],
     )
     .expect("dead letters match schema")
 }
@@ -474,18 +393,12 @@ mod tests {
             )
         };
         let events = [
-            raw(
-                "dossier.paid",
-                r#""dossier_id":"D","amount_vnd":5,"online":true"#,
-            ),
+            raw("dossier.paid", r#""dossier_id":"D","amount_vnd":5,"online":true"#),
             raw(
                 "document.sent",
                 r#""document_id":"V","receiver_agency_code":"r","electronic":true,"signed":false,"secret":false"#,
             ),
-            raw(
-                "work_record.closed",
-                r#""record_id":"R","online":false,"secret":true"#,
-            ),
+            raw("work_record.closed", r#""record_id":"R","online":false,"secret":true"#),
             raw("report.submitted", r#""report_id":"B","via_system":true"#),
         ];
         for text in events {
@@ -497,11 +410,7 @@ mod tests {
             assert_eq!(batch.schema(), family_schema(e.family()));
             assert!(b.is_empty());
         }
-        let names: Vec<String> = family_schema(Family::Dossier)
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect();
+        let names: Vec<String> = family_schema(Family::Dossier).fields().iter().map(|f| f.name().clone()).collect();
         assert_eq!(
             names,
             [

@@ -41,10 +41,7 @@ pub enum StorageError {
     #[error("storage I/O error at {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error("Parquet error in {path}: {source}")]
-    Parquet {
-        path: PathBuf,
-        source: parquet::errors::ParquetError,
-    },
+    Parquet { path: PathBuf, source: parquet::errors::ParquetError },
     #[error("Arrow error: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
     #[error("commit log entry {path} is corrupt: {message}")]
@@ -56,10 +53,7 @@ pub enum StorageError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StorageError + '_ {
-    move |source| StorageError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| StorageError::Io { path: path.to_path_buf(), source }
 }
 
 /// One data file, as recorded in the log.
@@ -122,19 +116,12 @@ impl Snapshot {
             }
         }
         for f in &c.add {
-            self.files
-                .entry(f.table.clone())
-                .or_default()
-                .push(f.clone());
+            self.files.entry(f.table.clone()).or_default().push(f.clone());
         }
         for (k, v) in &c.sources {
             self.sources.insert(k.clone(), *v);
         }
-        self.history.push((
-            c.version,
-            c.committed_at,
-            c.add.iter().map(|f| f.path.clone()).collect(),
-        ));
+        self.history.push((c.version, c.committed_at, c.add.iter().map(|f| f.path.clone()).collect()));
         self.version = Some(c.version);
     }
 }
@@ -228,11 +215,7 @@ impl Store {
         for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
             let entry = entry.map_err(io_err(&dir))?;
             let name = entry.file_name();
-            let Some(v) = name
-                .to_str()
-                .and_then(|n| n.strip_suffix(".json"))
-                .and_then(|n| n.parse().ok())
-            else {
+            let Some(v) = name.to_str().and_then(|n| n.strip_suffix(".json")).and_then(|n| n.parse().ok()) else {
                 continue;
             };
             if v >= from {
@@ -251,16 +234,10 @@ impl Store {
             }
             let path = dir.join(log_name(v));
             let text = fs::read(&path).map_err(io_err(&path))?;
-            let c: Commit =
-                serde_json::from_slice(&text).map_err(|e| StorageError::CorruptLog {
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?;
+            let c: Commit = serde_json::from_slice(&text)
+                .map_err(|e| StorageError::CorruptLog { path: path.clone(), message: e.to_string() })?;
             if c.version != v {
-                return Err(StorageError::CorruptLog {
-                    path,
-                    message: format!("says version {}", c.version),
-                });
+                return Err(StorageError::CorruptLog { path, message: format!("says version {}", c.version) });
             }
             out.push(c);
         }
@@ -287,11 +264,7 @@ impl Store {
             if batch.num_rows() == 0 {
                 continue;
             }
-            let time_col = if *table == DEAD_LETTERS {
-                "received_at"
-            } else {
-                "occurred_at"
-            };
+            let time_col = if *table == DEAD_LETTERS { "received_at" } else { "occurred_at" };
             if schema_of(table).is_none() {
                 return Err(StorageError::UnknownTable(table.to_string()));
             }
@@ -360,10 +333,7 @@ impl Store {
                 }
                 Err(e) => {
                     let _ = fs::remove_file(&tmp);
-                    return Err(StorageError::Io {
-                        path: target,
-                        source: e,
-                    });
+                    return Err(StorageError::Io { path: target, source: e });
                 }
             }
         }
@@ -371,39 +341,18 @@ impl Store {
         Err(StorageError::Contention(64))
     }
 
-    fn write_parquet(
-        &self,
-        path: &Path,
-        batch: &RecordBatch,
-        time_col: &str,
-    ) -> Result<(u64, i64, i64), StorageError> {
-        let pq = |source| StorageError::Parquet {
-            path: path.to_path_buf(),
-            source,
-        };
+    fn write_parquet(&self, path: &Path, batch: &RecordBatch, time_col: &str) -> Result<(u64, i64, i64), StorageError> {
+        let pq = |source| StorageError::Parquet { path: path.to_path_buf(), source };
         // Sort by time: row-group and page statistics then prune time ranges well.
         let times = time_column(batch, time_col)?;
-        let (lo, hi) = (
-            arrow::compute::min(times).unwrap_or(0),
-            arrow::compute::max(times).unwrap_or(0),
-        );
-        let order = sort_to_indices(
-            batch.column_by_name(time_col).expect("time column"),
-            None,
-            None,
-        )?;
+        let (lo, hi) = (arrow::compute::min(times).unwrap_or(0), arrow::compute::max(times).unwrap_or(0));
+        let order = sort_to_indices(batch.column_by_name(time_col).expect("time column"), None, None)?;
         let sorted = take_record_batch(batch, &order)?;
         let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(
-                ZstdLevel::try_new(self.inner.zstd_level).expect("valid level"),
-            ))
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(self.inner.zstd_level).expect("valid level")))
             .set_created_by(concat!("ioc ", env!("CARGO_PKG_VERSION")).to_string())
             .build();
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(path)
-            .map_err(io_err(path))?;
+        let file = OpenOptions::new().write(true).create_new(true).open(path).map_err(io_err(path))?;
         let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(pq)?;
         writer.write(&sorted).map_err(pq)?;
         let file = writer.into_inner().map_err(pq)?;
@@ -418,40 +367,23 @@ impl Store {
     }
 
     /// Reads a data file, optionally only some columns.
-    pub fn read_file(
-        &self,
-        file: &DataFile,
-        columns: Option<&[&str]>,
-    ) -> Result<Vec<RecordBatch>, StorageError> {
+    pub fn read_file(&self, file: &DataFile, columns: Option<&[&str]>) -> Result<Vec<RecordBatch>, StorageError> {
         let path = self.path_of(file);
-        let pq = |source| StorageError::Parquet {
-            path: path.clone(),
-            source,
-        };
+        let pq = |source| StorageError::Parquet { path: path.clone(), source };
         let f = File::open(&path).map_err(io_err(&path))?;
-        let mut builder = ParquetRecordBatchReaderBuilder::try_new(f)
-            .map_err(pq)?
-            .with_batch_size(8192);
+        let mut builder = ParquetRecordBatchReaderBuilder::try_new(f).map_err(pq)?.with_batch_size(8192);
         if let Some(cols) = columns {
             let mask = ProjectionMask::columns(builder.parquet_schema(), cols.iter().copied());
             builder = builder.with_projection(mask);
         }
         let reader = builder.build().map_err(pq)?;
-        reader
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(StorageError::Arrow)
+        reader.collect::<Result<Vec<_>, _>>().map_err(StorageError::Arrow)
     }
 
     /// Whether the store can take writes now (for readiness): creates and removes a file.
     pub fn check_writable(&self) -> Result<(), StorageError> {
-        let probe = self
-            .inner
-            .root
-            .join(LOG_DIR)
-            .join(format!(".probe-{}", self.inner.writer));
-        File::create(&probe)
-            .and_then(|f| f.sync_all())
-            .map_err(io_err(&probe))?;
+        let probe = self.inner.root.join(LOG_DIR).join(format!(".probe-{}", self.inner.writer));
+        File::create(&probe).and_then(|f| f.sync_all()).map_err(io_err(&probe))?;
         fs::remove_file(&probe).map_err(io_err(&probe))
     }
 
@@ -459,12 +391,7 @@ impl Store {
     /// and publishing its commit. They are never read.
     pub fn orphans(&self) -> Result<Vec<PathBuf>, StorageError> {
         let snap = self.snapshot();
-        let live: std::collections::HashSet<&str> = snap
-            .files
-            .values()
-            .flatten()
-            .map(|f| f.path.as_str())
-            .collect();
+        let live: std::collections::HashSet<&str> = snap.files.values().flatten().map(|f| f.path.as_str()).collect();
         let mut out = Vec::new();
         let tables = self.inner.root.join(TABLES_DIR);
         for table in fs::read_dir(&tables).map_err(io_err(&tables))? {
@@ -479,11 +406,7 @@ impl Store {
                 }
                 for f in fs::read_dir(&day).map_err(io_err(&day))? {
                     let p = f.map_err(io_err(&day))?.path();
-                    let rel = p
-                        .strip_prefix(&self.inner.root)
-                        .unwrap_or(&p)
-                        .to_string_lossy()
-                        .replace('\\', "/");
+                    let rel = p.strip_prefix(&self.inner.root).unwrap_or(&p).to_string_lossy().replace('\\', "/");
                     if !live.contains(rel.as_str()) {
                         out.push(p);
                     }
@@ -491,10 +414,7 @@ impl Store {
             }
         }
         if !out.is_empty() {
-            warn!(
-                count = out.len(),
-                "found uncommitted data files; they are ignored"
-            );
+            warn!(count = out.len(), "found uncommitted data files; they are ignored");
         }
         Ok(out)
     }
@@ -511,30 +431,17 @@ fn log_name(version: u64) -> String {
 }
 
 fn fsync_dir(dir: &Path) -> Result<(), StorageError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
 }
 
-fn time_column<'a>(
-    batch: &'a RecordBatch,
-    name: &str,
-) -> Result<&'a TimestampMicrosecondArray, StorageError> {
-    batch
-        .column_by_name(name)
-        .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
-        .ok_or_else(|| {
-            StorageError::Arrow(arrow::error::ArrowError::SchemaError(format!(
-                "no timestamp column `{name}`"
-            )))
-        })
+fn time_column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a TimestampMicrosecondArray, StorageError> {
+    batch.column_by_name(name).and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>()).ok_or_else(|| {
+        StorageError::Arrow(arrow::error::ArrowError::SchemaError(format!("no timestamp column `{name}`")))
+    })
 }
 
 /// Splits a batch by the Vietnam date of a timestamp column.
-fn split_by_vn_day(
-    batch: &RecordBatch,
-    time_col: &str,
-) -> Result<Vec<(NaiveDate, RecordBatch)>, StorageError> {
+fn split_by_vn_day(batch: &RecordBatch, time_col: &str) -> Result<Vec<(NaiveDate, RecordBatch)>, StorageError> {
     let times = time_column(batch, time_col)?;
     let mut groups: BTreeMap<NaiveDate, Vec<u32>> = BTreeMap::new();
     for (i, t) in times.iter().enumerate() {
@@ -546,10 +453,7 @@ fn split_by_vn_day(
         let (day, _) = groups.into_iter().next().expect("one group");
         return Ok(vec![(day, batch.clone())]);
     }
-    groups
-        .into_iter()
-        .map(|(day, idx)| Ok((day, take_record_batch(batch, &UInt32Array::from(idx))?)))
-        .collect()
+    groups.into_iter().map(|(day, idx)| Ok((day, take_record_batch(batch, &UInt32Array::from(idx))?))).collect()
 }
 
 #[cfg(test)]
@@ -576,21 +480,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), "w1").unwrap();
         let sources = BTreeMap::from([("kafka:t:0".to_string(), 42)]);
-        let info = store
-            .commit(
-                &[(DEAD_LETTERS, letters(3, "2026-01-01T00:00:00Z"))],
-                sources,
-                Utc::now(),
-            )
-            .unwrap();
+        let info = store.commit(&[(DEAD_LETTERS, letters(3, "2026-01-01T00:00:00Z"))], sources, Utc::now()).unwrap();
         assert_eq!(info.version, 0);
-        store
-            .commit(
-                &[(DEAD_LETTERS, letters(2, "2026-01-02T00:00:00Z"))],
-                BTreeMap::new(),
-                Utc::now(),
-            )
-            .unwrap();
+        store.commit(&[(DEAD_LETTERS, letters(2, "2026-01-02T00:00:00Z"))], BTreeMap::new(), Utc::now()).unwrap();
 
         let reopened = Store::open(dir.path(), "w2").unwrap();
         let snap = reopened.snapshot();
@@ -612,14 +504,9 @@ mod tests {
         let a = letters(1, "2026-01-01T16:30:00Z");
         let b = letters(2, "2026-01-01T17:30:00Z");
         let both = arrow::compute::concat_batches(&a.schema(), [&a, &b]).unwrap();
-        let info = store
-            .commit(&[(DEAD_LETTERS, both)], BTreeMap::new(), Utc::now())
-            .unwrap();
-        let mut days: Vec<(String, u64)> = info
-            .files
-            .iter()
-            .map(|f| (f.path.split('/').nth(2).unwrap().to_string(), f.rows))
-            .collect();
+        let info = store.commit(&[(DEAD_LETTERS, both)], BTreeMap::new(), Utc::now()).unwrap();
+        let mut days: Vec<(String, u64)> =
+            info.files.iter().map(|f| (f.path.split('/').nth(2).unwrap().to_string(), f.rows)).collect();
         days.sort();
         assert_eq!(days, [("2026-01-01".into(), 1), ("2026-01-02".into(), 2)]);
     }
@@ -627,43 +514,27 @@ mod tests {
     #[test]
     fn concurrent_writers_never_share_a_version() {
         let dir = tempfile::tempdir().unwrap();
-        let stores: Vec<Store> = (0..2)
-            .map(|i| Store::open(dir.path(), format!("w{i}")).unwrap())
-            .collect();
+        let stores: Vec<Store> = (0..2).map(|i| Store::open(dir.path(), format!("w{i}")).unwrap()).collect();
         std::thread::scope(|s| {
             for st in &stores {
                 s.spawn(move || {
                     for _ in 0..20 {
-                        st.commit(
-                            &[(DEAD_LETTERS, letters(1, "2026-01-01T00:00:00Z"))],
-                            BTreeMap::new(),
-                            Utc::now(),
-                        )
-                        .unwrap();
+                        st.commit(&[(DEAD_LETTERS, letters(1, "2026-01-01T00:00:00Z"))], BTreeMap::new(), Utc::now())
+                            .unwrap();
                     }
                 });
             }
         });
         let snap = Store::open(dir.path(), "r").unwrap().snapshot();
         assert_eq!(snap.version, Some(39));
-        assert_eq!(
-            snap.rows(DEAD_LETTERS),
-            40,
-            "every commit of both writers is visible once"
-        );
+        assert_eq!(snap.rows(DEAD_LETTERS), 40, "every commit of both writers is visible once");
     }
 
     #[test]
     fn a_data_file_without_a_commit_record_is_never_visible() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), "w").unwrap();
-        store
-            .commit(
-                &[(DEAD_LETTERS, letters(1, "2026-01-01T00:00:00Z"))],
-                BTreeMap::new(),
-                Utc::now(),
-            )
-            .unwrap();
+        store.commit(&[(DEAD_LETTERS, letters(1, "2026-01-01T00:00:00Z"))], BTreeMap::new(), Utc::now()).unwrap();
         // Simulate a crash after the data file was written but before the log entry.
         let snap = store.snapshot();
         let f = &snap.files(DEAD_LETTERS)[0];
@@ -683,9 +554,6 @@ mod tests {
         }
         fs::remove_file(dir.path().join(LOG_DIR).join(log_name(1))).unwrap();
         let err = Store::open(dir.path(), "w").err().unwrap().to_string();
-        assert!(
-            err.contains("00000000000000000001.json") && err.contains("missing"),
-            "{err}"
-        );
+        assert!(err.contains("00000000000000000001.json") && err.contains("missing"), "{err}");
     }
 }

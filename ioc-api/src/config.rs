@@ -1,0 +1,237 @@
+//! Configuration: defaults, then the TOML config file, then `IOC_*` environment
+//! variables and flags (clap merges those two; a flag wins over its variable).
+//! Every error names the flag or key at fault.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ioc_query::SqlLimits;
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::auth::{Role, Token, TokenError, parse_tokens};
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("{key}: {message}")]
+    Invalid { key: &'static str, message: String },
+    #[error("IOC_AUTH_TOKENS / auth_tokens: {0}")]
+    Tokens(#[from] TokenError),
+}
+
+/// The config file, every key optional. Keys mirror the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub http: Option<String>,
+    pub pg: Option<String>,
+    pub kafka_brokers: Option<String>,
+    pub catalog: Option<PathBuf>,
+    pub rate: Option<u32>,
+    pub body_limit_bytes: Option<usize>,
+    pub dedupe_window_days: Option<u32>,
+    pub auth_tokens: Option<String>,
+    #[serde(default)]
+    pub tokens: Vec<FileToken>,
+    #[serde(default)]
+    pub sql: FileSql,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileToken {
+    pub name: String,
+    pub role: String,
+    pub token: String,
+    pub province: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSql {
+    pub memory_limit_mb: Option<usize>,
+    pub timeout_secs: Option<u64>,
+    pub max_rows: Option<usize>,
+    pub max_concurrent: Option<usize>,
+    pub max_cross_join_rows: Option<u64>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::File { path: path.to_path_buf(), message: e.to_string() })?;
+        toml::from_str(&text).map_err(|e| ConfigError::File { path: path.to_path_buf(), message: e.to_string() })
+    }
+}
+
+/// Values given on the command line or in `IOC_*` variables (clap fills both).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub http: Option<String>,
+    pub pg: Option<String>,
+    pub kafka_brokers: Option<String>,
+    pub catalog: Option<PathBuf>,
+    pub rate: Option<u32>,
+    pub body_limit_bytes: Option<usize>,
+    pub dedupe_window_days: Option<u32>,
+    pub auth_tokens: Option<String>,
+    pub sql_memory_limit_mb: Option<usize>,
+    pub sql_timeout_secs: Option<u64>,
+    pub sql_max_rows: Option<usize>,
+}
+
+/// The resolved settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub http: SocketAddr,
+    pub pg: SocketAddr,
+    pub kafka_brokers: Option<String>,
+    pub catalog: Option<PathBuf>,
+    pub rate: u32,
+    pub body_limit_bytes: usize,
+    pub dedupe_window_days: u32,
+    pub tokens: Vec<Token>,
+    pub sql: SqlLimits,
+}
+
+pub const DEFAULT_HTTP: &str = "127.0.0.1:8080";
+pub const DEFAULT_PG: &str = "127.0.0.1:5433";
+pub const DEFAULT_BODY_LIMIT: usize = 16 << 20;
+pub const DEFAULT_RATE: u32 = 200;
+
+fn addr(key: &'static str, s: &str) -> Result<SocketAddr, ConfigError> {
+    s.parse().map_err(|_| ConfigError::Invalid { key, message: format!("`{s}` is not an address like 127.0.0.1:8080") })
+}
+
+impl Settings {
+    pub fn resolve(o: Overrides, f: FileConfig, default_data_dir: &str) -> Result<Self, ConfigError> {
+        let http = addr("--http / IOC_HTTP / http", o.http.or(f.http).as_deref().unwrap_or(DEFAULT_HTTP))?;
+        let pg = addr("--pg / IOC_PG / pg", o.pg.or(f.pg).as_deref().unwrap_or(DEFAULT_PG))?;
+        let mut tokens = Vec::new();
+        if let Some(spec) = o.auth_tokens.or(f.auth_tokens) {
+            tokens.extend(parse_tokens(&spec)?);
+        }
+        for t in f.tokens {
+            let role = Role::parse(&t.role).ok_or_else(|| ConfigError::Invalid {
+                key: "tokens.role",
+                message: format!("`{}` is not one of viewer, analyst, ingest, admin", t.role),
+            })?;
+            tokens.push(Token::new(t.name, role, t.province, t.token)?);
+        }
+        let body_limit_bytes = o.body_limit_bytes.or(f.body_limit_bytes).unwrap_or(DEFAULT_BODY_LIMIT);
+        if body_limit_bytes == 0 {
+            return Err(ConfigError::Invalid {
+                key: "--body-limit-bytes / body_limit_bytes",
+                message: "must be positive".into(),
+            });
+        }
+        let dedupe_window_days =
+            o.dedupe_window_days.or(f.dedupe_window_days).unwrap_or(ioc_ingest::dedupe::DEFAULT_WINDOW_DAYS);
+        if dedupe_window_days < ioc_ingest::dedupe::MIN_WINDOW_DAYS {
+            return Err(ConfigError::Invalid {
+                key: "--dedupe-window-days / dedupe_window_days",
+                message: format!("{dedupe_window_days} is below the contract's 35 days"),
+            });
+        }
+        let rate = o.rate.or(f.rate).unwrap_or(DEFAULT_RATE);
+        let defaults = SqlLimits::default();
+        let sql = SqlLimits {
+            memory_bytes: o.sql_memory_limit_mb.or(f.sql.memory_limit_mb).map_or(defaults.memory_bytes, |mb| mb << 20),
+            timeout: o.sql_timeout_secs.or(f.sql.timeout_secs).map_or(defaults.timeout, Duration::from_secs),
+            max_rows: o.sql_max_rows.or(f.sql.max_rows).unwrap_or(defaults.max_rows),
+            max_concurrent: f.sql.max_concurrent.unwrap_or(defaults.max_concurrent),
+            max_cross_join_rows: f.sql.max_cross_join_rows.unwrap_or(defaults.max_cross_join_rows),
+        };
+        if sql.memory_bytes == 0 || sql.timeout.is_zero() || sql.max_rows == 0 || sql.max_concurrent == 0 {
+            return Err(ConfigError::Invalid { key: "sql", message: "SQL limits must be positive".into() });
+        }
+        Ok(Self {
+            data_dir: o.data_dir.or(f.data_dir).unwrap_or_else(|| PathBuf::from(default_data_dir)),
+            http,
+            pg,
+            kafka_brokers: o.kafka_brokers.or(f.kafka_brokers).filter(|s| !s.trim().is_empty()),
+            catalog: o.catalog.or(f.catalog),
+            rate,
+            body_limit_bytes,
+            dedupe_window_days,
+            tokens,
+            sql,
+        })
+    }
+
+    /// The contract's rule: without tokens, only loopback.
+    pub fn check_bind_safety(&self) -> Result<(), ConfigError> {
+        if self.tokens.is_empty() && !self.http.ip().is_loopback() {
+            return Err(ConfigError::Invalid {
+                key: "--http / IOC_HTTP / http",
+                message: format!(
+                    "refusing to listen on {} without authentication; configure IOC_AUTH_TOKENS or bind to 127.0.0.1",
+                    self.http
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() {
+        let file: FileConfig = toml::from_str("http = \"127.0.0.1:9000\"\nrate = 5\n[sql]\nmax_rows = 7\n").unwrap();
+        let o = Overrides { http: Some("127.0.0.1:9100".into()), ..Default::default() };
+        let s = Settings::resolve(o, file, "data").unwrap();
+        assert_eq!(s.http.to_string(), "127.0.0.1:9100");
+        assert_eq!(s.rate, 5);
+        assert_eq!(s.sql.max_rows, 7);
+        assert_eq!(s.body_limit_bytes, 16 << 20);
+        assert_eq!(s.pg.to_string(), "127.0.0.1:5433");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err = Settings::resolve(
+            Overrides { http: Some("nope".into()), ..Default::default() },
+            FileConfig::default(),
+            "d",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("--http") && err.contains("nope"), "{err}");
+        let err = toml::from_str::<FileConfig>("htp = \"x\"").unwrap_err().to_string();
+        assert!(err.contains("htp"), "{err}");
+        let err = Settings::resolve(
+            Overrides { dedupe_window_days: Some(10), ..Default::default() },
+            FileConfig::default(),
+            "d",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("dedupe_window_days"), "{err}");
+    }
+
+    #[test]
+    fn without_tokens_only_loopback_binds_are_allowed() {
+        let open = |http: &str, tokens: Option<&str>| {
+            Settings::resolve(
+                Overrides { http: Some(http.into()), auth_tokens: tokens.map(Into::into), ..Default::default() },
+                FileConfig::default(),
+                "d",
+            )
+            .unwrap()
+            .check_bind_safety()
+        };
+        assert!(open("127.0.0.1:8080", None).is_ok());
+        assert!(open("[::1]:8080", None).is_ok());
+        assert!(open("0.0.0.0:8080", None).unwrap_err().to_string().contains("--http"));
+        assert!(open("0.0.0.0:8080", Some("viewer:secret-token-1")).is_ok());
+    }
+}

@@ -1,0 +1,175 @@
+//! Wiring: storage → KPI engine → ingest pipeline → HTTP, and graceful shutdown.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use chrono::Utc;
+use ioc_core::{AdminUnits, Catalog};
+use ioc_ingest::pipeline::{self, PipelineConfig};
+use ioc_ingest::{IngestMetrics, Ingestor, Origin, Record, Simulator};
+use ioc_query::context::admin_units_table;
+use ioc_query::{KpiEngine, SqlEngine};
+use ioc_storage::Store;
+use prometheus::Registry;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::app::{AppState, app};
+use crate::audit::AuditLog;
+use crate::config::{ConfigError, Settings};
+
+#[derive(Debug, Error)]
+pub enum ServerError {
+    /// Bad configuration: the binary exits with code 2.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("storage: {0}")]
+    Storage(#[from] ioc_storage::StorageError),
+    #[error("KPI engine: {0}")]
+    Kpi(#[from] ioc_query::KpiError),
+    #[error("ingest: {0}")]
+    Ingest(#[from] ioc_ingest::IngestError),
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// What to run besides the API.
+#[derive(Debug, Clone, Copy)]
+pub enum Mode {
+    Serve,
+    /// The embedded simulator at this many events per second.
+    Demo {
+        rate: u32,
+    },
+}
+
+pub fn load_catalog(path: Option<&PathBuf>) -> Result<Catalog, ConfigError> {
+    let Some(path) = path else { return Ok(Catalog::builtin()) };
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
+        key: "--catalog / IOC_CATALOG / catalog",
+        message: format!("{}: {e}", path.display()),
+    })?;
+    Catalog::from_toml(&text)
+        .map_err(|e| ConfigError::Invalid { key: "--catalog / IOC_CATALOG / catalog", message: e.to_string() })
+}
+
+/// Runs until `shutdown` resolves, then stops accepting, finishes in-flight requests,
+/// and waits for the last commit.
+pub async fn run(
+    settings: Settings,
+    mode: Mode,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    settings.check_bind_safety()?;
+    if settings.kafka_brokers.is_some() {
+        return Err(ConfigError::Invalid {
+            key: "--kafka-brokers / IOC_KAFKA_BROKERS / kafka_brokers",
+            message: "Kafka ingestion is not part of this build yet; ingest over POST /api/v1/events".into(),
+        }
+        .into());
+    }
+    for t in settings.tokens.iter().filter(|t| t.is_weak()) {
+        warn!(token = %t.name, "token is shorter than 16 characters; use long random tokens");
+    }
+    let catalog = Arc::new(load_catalog(settings.catalog.as_ref())?);
+    let units = Arc::new(AdminUnits::builtin());
+    std::fs::create_dir_all(&settings.data_dir)
+        .map_err(|source| ServerError::Io { what: format!("data dir {}", settings.data_dir.display()), source })?;
+    let writer = format!("w{}x{}", std::process::id(), Utc::now().timestamp_millis());
+    let store = Store::open(settings.data_dir.join("store"), writer)?;
+    let _ = store.orphans()?;
+    let admin = admin_units_table(&units);
+    let kpis = Arc::new(KpiEngine::new(catalog, store.clone(), admin.clone())?);
+    kpis.rebuild()?;
+
+    let registry = Registry::new();
+    let metrics = IngestMetrics::register(&registry)?;
+    let (ingestor, writer_thread) = pipeline::start(
+        store.clone(),
+        units.clone(),
+        vec![kpis.clone()],
+        metrics,
+        PipelineConfig { dedupe_window_days: settings.dedupe_window_days, ..Default::default() },
+    )?;
+    let audit =
+        AuditLog::open(&settings.data_dir).map_err(|source| ServerError::Io { what: "audit log".into(), source })?;
+    let state = AppState {
+        store: store.clone(),
+        units: units.clone(),
+        ingestor: ingestor.clone(),
+        kpis,
+        sql: SqlEngine::new(store, admin, settings.sql.clone()),
+        registry,
+        tokens: Arc::new(settings.tokens.clone()),
+        body_limit_bytes: settings.body_limit_bytes,
+        audit: Arc::new(audit),
+        requests: Arc::new(AtomicU64::new(0)),
+        boot_id: format!("{:x}", Utc::now().timestamp_millis()),
+    };
+
+    let listener = TcpListener::bind(settings.http)
+        .await
+        .map_err(|source| ServerError::Io { what: format!("cannot listen on {}", settings.http), source })?;
+    let local = listener.local_addr().map_err(|source| ServerError::Io { what: "listener".into(), source })?;
+    info!(addr = %local, mode = ?mode, "IOC API listening on http://{local}/");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let simulator = match mode {
+        Mode::Demo { rate } => Some(tokio::spawn(simulate_live(ingestor.clone(), units, rate, stop_rx.clone()))),
+        Mode::Serve => None,
+    };
+    drop(ingestor);
+
+    let mut stop_for_http = stop_rx.clone();
+    let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
+        let _ = stop_for_http.wait_for(|s| *s).await;
+    });
+    tokio::spawn(async move {
+        shutdown.await;
+        info!("shutting down: finishing requests and the last commit");
+        let _ = stop_tx.send(true);
+    });
+    server.await.map_err(|source| ServerError::Io { what: "HTTP server".into(), source })?;
+    if let Some(sim) = simulator {
+        let _ = sim.await;
+    }
+    // Every Ingestor is gone now; the writer drains its queue and stops.
+    tokio::task::spawn_blocking(move || writer_thread.join()).await.ok();
+    info!("stopped");
+    Ok(())
+}
+
+/// The demo's live event stream: `rate` events per second, in 10 ticks a second,
+/// stamped with the current time.
+async fn simulate_live(ingestor: Ingestor, units: Arc<AdminUnits>, rate: u32, mut stop: watch::Receiver<bool>) {
+    let mut sim = Simulator::new(units, Utc::now().timestamp_millis() as u64);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut carry = 0.0f64;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+        carry += f64::from(rate) / 10.0;
+        let n = carry.floor() as usize;
+        carry -= n as f64;
+        if n == 0 {
+            continue;
+        }
+        let now = Utc::now();
+        let records: Vec<Record> = (0..n)
+            .map(|_| Record::new(sim.next_event(now).to_json().to_string().into_bytes(), Origin::Simulator))
+            .collect();
+        if let Err(e) = ingestor.submit(records, Default::default()).await {
+            warn!(error = %e, "demo simulator could not submit events");
+            break;
+        }
+    }
+}
