@@ -19,7 +19,7 @@ async fn events_are_validated_deduplicated_and_every_kpi_is_exact() {
 
     // Batches as NDJSON, with repeats inside a batch and across batches, and invalid
     // records mixed in. Expected: each unique valid event accepted exactly once.
-    let invalid = vec![
+    let invalid = [
         "{\"event_id\":\"bad-1\"}".to_string(),
         "not json at all".to_string(),
         json!({"event_id": "bad-3", "type": "dossier.received", "occurred_at": (now + Duration::hours(1)).to_rfc3339(),

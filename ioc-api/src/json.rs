@@ -148,7 +148,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            Value::Array(rows(&[batch.clone()])),
+            Value::Array(rows(std::slice::from_ref(&batch))),
             json!([[1, 0.5, true, "Hà Nội", "1970-01-01T00:00:00Z"], [null, null, null, null, null]])
         );
         assert_eq!(

@@ -3,6 +3,9 @@
 //! Exit codes: 0 on success, 2 on bad arguments or configuration (naming the flag or
 //! key), 1 on any other failure.
 
+// The binary talks to its user on stdout/stderr; libraries log through `tracing`.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
