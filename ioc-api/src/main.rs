@@ -48,7 +48,8 @@ struct Common {
     /// TOML config file; its keys mirror these flags.
     #[arg(long, env = "IOC_CONFIG")]
     config: Option<PathBuf>,
-    /// Where data, the commit log and the audit log live [default: ./ioc-data].
+    /// Where data, the commit log and the audit log live [default: ./ioc-data; the demo
+    /// uses a fresh temporary folder].
     #[arg(long, env = "IOC_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// HTTP listen address [default: 127.0.0.1:8080].
@@ -174,7 +175,16 @@ async fn shutdown_signal() {
 }
 
 async fn run_server(c: Common, demo: bool) -> Result<()> {
-    let s = settings(&c).map_err(|e| UsageError(e.to_string()))?;
+    let mut s = settings(&c).map_err(|e| UsageError(e.to_string()))?;
+    // Without --data-dir (or a config/env value), the demo starts fresh in a temporary
+    // folder that is removed when it stops, so it always starts in seconds.
+    let _scratch = if demo && c.data_dir.is_none() && std::env::var_os("IOC_DATA_DIR").is_none() && c.config.is_none() {
+        let dir = tempfile::Builder::new().prefix("ioc-demo-").tempdir().context("creating a temporary data dir")?;
+        s.data_dir = dir.path().to_path_buf();
+        Some(dir)
+    } else {
+        None
+    };
     let mode = if demo { Mode::Demo { rate: s.rate } } else { Mode::Serve };
     if demo {
         #[allow(clippy::print_stdout)]

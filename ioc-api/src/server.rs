@@ -146,18 +146,19 @@ pub async fn run(
     Ok(())
 }
 
-/// The demo's live event stream: `rate` events per second, in 10 ticks a second,
-/// stamped with the current time.
+/// The demo's live event stream: `rate` events per second, committed once a second
+/// (one commit per tick keeps the number of small files down), stamped with the
+/// current time.
 async fn simulate_live(ingestor: Ingestor, units: Arc<AdminUnits>, rate: u32, mut stop: watch::Receiver<bool>) {
     let mut sim = Simulator::new(units, Utc::now().timestamp_millis() as u64);
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut carry = 0.0f64;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.wait_for(|s| *s) => break,
         }
-        carry += f64::from(rate) / 10.0;
+        carry += f64::from(rate);
         let n = carry.floor() as usize;
         carry -= n as f64;
         if n == 0 {
