@@ -7,6 +7,7 @@
 //! - [`telemetry`]: ingest metrics and their log lines.
 
 pub mod dedupe;
+pub mod kafka;
 pub mod pipeline;
 pub mod simulator;
 pub mod telemetry;

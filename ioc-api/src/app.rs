@@ -34,6 +34,8 @@ pub struct AppState {
     pub body_limit_bytes: usize,
     pub audit: Arc<AuditLog>,
     pub requests: Arc<AtomicU64>,
+    /// Present when a Kafka source is configured.
+    pub kafka: Option<ioc_ingest::kafka::KafkaMetrics>,
     /// Distinguishes request ids across restarts.
     pub boot_id: String,
 }
@@ -114,15 +116,21 @@ async fn healthz() -> impl IntoResponse {
 async fn readyz(State(state): State<AppState>) -> Response {
     let storage = state.store.check_writable();
     let ingest = !state.ingestor.is_closed();
+    let kafka = state.kafka.as_ref().map(|k| k.is_connected());
+    let ready = storage.is_ok() && ingest && kafka != Some(false);
+    let mut sources = json!({"http": "ok"});
+    if let Some(connected) = kafka {
+        sources["kafka"] = json!(if connected { "connected" } else { "disconnected" });
+    }
     let body = json!({
-        "status": if storage.is_ok() && ingest { "ready" } else { "not_ready" },
+        "status": if ready { "ready" } else { "not_ready" },
         "checks": {
             "storage_writable": storage.as_ref().map_or_else(|e| e.to_string(), |_| "ok".into()),
             "ingest_pipeline": if ingest { "ok" } else { "stopped" },
-            "sources": {"http": "ok"},
+            "sources": sources,
         }
     });
-    let status = if storage.is_ok() && ingest { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, axum::Json(body)).into_response()
 }
 

@@ -30,6 +30,9 @@ pub struct FileConfig {
     pub http: Option<String>,
     pub pg: Option<String>,
     pub kafka_brokers: Option<String>,
+    pub kafka_topics: Option<Vec<String>>,
+    pub kafka_group: Option<String>,
+    pub kafka_assignment: Option<String>,
     pub catalog: Option<PathBuf>,
     pub rate: Option<u32>,
     pub body_limit_bytes: Option<usize>,
@@ -75,6 +78,9 @@ pub struct Overrides {
     pub http: Option<String>,
     pub pg: Option<String>,
     pub kafka_brokers: Option<String>,
+    pub kafka_topics: Option<String>,
+    pub kafka_group: Option<String>,
+    pub kafka_assignment: Option<String>,
     pub catalog: Option<PathBuf>,
     pub rate: Option<u32>,
     pub body_limit_bytes: Option<usize>,
@@ -92,6 +98,9 @@ pub struct Settings {
     pub http: SocketAddr,
     pub pg: SocketAddr,
     pub kafka_brokers: Option<String>,
+    pub kafka_topics: Vec<String>,
+    pub kafka_group: String,
+    pub kafka_assignment: ioc_ingest::kafka::Assignment,
     pub catalog: Option<PathBuf>,
     pub rate: u32,
     pub body_limit_bytes: usize,
@@ -140,6 +149,25 @@ impl Settings {
             });
         }
         let rate = o.rate.or(f.rate).unwrap_or(DEFAULT_RATE);
+        let kafka_topics: Vec<String> = match (o.kafka_topics, f.kafka_topics) {
+            (Some(list), _) => list.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect(),
+            (None, Some(list)) => list,
+            (None, None) => vec![ioc_ingest::kafka::DEFAULT_TOPIC.to_string()],
+        };
+        if kafka_topics.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "--kafka-topics / kafka_topics",
+                message: "needs at least one topic".into(),
+            });
+        }
+        let assignment = o.kafka_assignment.or(f.kafka_assignment).unwrap_or_else(|| "group".into());
+        let kafka_assignment =
+            ioc_ingest::kafka::Assignment::parse(&assignment).ok_or_else(|| ConfigError::Invalid {
+                key: "--kafka-assignment / IOC_KAFKA_ASSIGNMENT / kafka_assignment",
+                message: format!("`{assignment}` is not one of group, all"),
+            })?;
+        let kafka_group =
+            o.kafka_group.or(f.kafka_group).unwrap_or_else(|| ioc_ingest::kafka::DEFAULT_GROUP.to_string());
         let defaults = SqlLimits::default();
         let sql = SqlLimits {
             memory_bytes: o.sql_memory_limit_mb.or(f.sql.memory_limit_mb).map_or(defaults.memory_bytes, |mb| mb << 20),
@@ -156,6 +184,9 @@ impl Settings {
             http,
             pg,
             kafka_brokers: o.kafka_brokers.or(f.kafka_brokers).filter(|s| !s.trim().is_empty()),
+            kafka_topics,
+            kafka_group,
+            kafka_assignment,
             catalog: o.catalog.or(f.catalog),
             rate,
             body_limit_bytes,

@@ -61,6 +61,16 @@ struct Common {
     /// Kafka bootstrap brokers, comma-separated.
     #[arg(long, env = "IOC_KAFKA_BROKERS")]
     kafka_brokers: Option<String>,
+    /// Kafka topics to consume, comma-separated [default: ioc.events].
+    #[arg(long, env = "IOC_KAFKA_TOPICS")]
+    kafka_topics: Option<String>,
+    /// Kafka consumer group [default: ioc].
+    #[arg(long, env = "IOC_KAFKA_GROUP")]
+    kafka_group: Option<String>,
+    /// Partition ownership: `group` (the consumer group splits partitions between
+    /// instances) or `all` (this instance owns every partition, single node) [default: group].
+    #[arg(long, env = "IOC_KAFKA_ASSIGNMENT")]
+    kafka_assignment: Option<String>,
     /// KPI catalog file replacing the built-in one.
     #[arg(long, env = "IOC_CATALOG")]
     catalog: Option<PathBuf>,
@@ -101,6 +111,12 @@ struct SimulateArgs {
     /// Produce to Kafka (comma-separated brokers).
     #[arg(long, env = "IOC_SIMULATE_KAFKA", group = "target")]
     kafka: Option<String>,
+    /// Kafka topic for --kafka (created with --partitions if missing).
+    #[arg(long, env = "IOC_SIMULATE_TOPIC", default_value = "ioc.events")]
+    topic: String,
+    /// Partitions of topics that --kafka creates.
+    #[arg(long, env = "IOC_SIMULATE_PARTITIONS", default_value_t = 4)]
+    partitions: i32,
     /// Random seed: the same seed and start give the same events.
     #[arg(long, env = "IOC_SIMULATE_SEED", default_value_t = 1)]
     seed: u64,
@@ -144,6 +160,9 @@ fn settings(c: &Common) -> Result<Settings, ConfigError> {
         http: c.http.clone(),
         pg: c.pg.clone(),
         kafka_brokers: c.kafka_brokers.clone(),
+        kafka_topics: c.kafka_topics.clone(),
+        kafka_group: c.kafka_group.clone(),
+        kafka_assignment: c.kafka_assignment.clone(),
         catalog: c.catalog.clone(),
         rate: c.rate,
         body_limit_bytes: c.body_limit_bytes,
@@ -228,8 +247,8 @@ async fn run_simulate(a: SimulateArgs) -> Result<()> {
         eprintln!("wrote {total} events to {}", path.display());
         return Ok(());
     }
-    if a.kafka.is_some() {
-        return Err(UsageError("--kafka: Kafka is not part of this build yet; use --http or --out".into()).into());
+    if let Some(brokers) = &a.kafka {
+        return produce_to_kafka(&a, brokers, total, |i| sim.next_event(at(i))).await;
     }
     let Some(url) = &a.http else {
         return Err(UsageError("one of --http, --out or --kafka is required".into()).into());
@@ -277,6 +296,70 @@ async fn run_simulate(a: SimulateArgs) -> Result<()> {
     Ok(())
 }
 
+/// `simulate --kafka`: paced at --rate, keyed by entity id, with a progress bar.
+async fn produce_to_kafka(
+    a: &SimulateArgs,
+    brokers: &str,
+    total: u64,
+    mut next: impl FnMut(u64) -> ioc_core::Event,
+) -> Result<()> {
+    use rdkafka::producer::FutureRecord;
+    ioc_ingest::kafka::ensure_topics(brokers, &[&a.topic, ioc_ingest::kafka::DEAD_LETTER_TOPIC], a.partitions)
+        .await
+        .context("--kafka: creating topics")?;
+    let producer = ioc_ingest::kafka::producer(brokers).context("--kafka")?;
+    let bar = indicatif::ProgressBar::new(total).with_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} events {per_sec} eta {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let started = Instant::now();
+    let mut deliveries = Vec::new();
+    let mut sent = 0u64;
+    let mut failed = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    while sent < total {
+        tick.tick().await;
+        let due = ((started.elapsed().as_secs_f64() * f64::from(a.rate)) as u64).clamp(1, total);
+        while sent < due {
+            let event = next(sent);
+            let payload = event.to_json().to_string();
+            let mut record = FutureRecord::to(&a.topic).key(event.entity_id()).payload(&payload);
+            loop {
+                match producer.send_result(record) {
+                    Ok(delivery) => {
+                        deliveries.push(delivery);
+                        break;
+                    }
+                    Err((
+                        rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                        r,
+                    )) => {
+                        record = r;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Err((e, _)) => bail!("--kafka: producing failed: {e}"),
+                }
+            }
+            sent += 1;
+        }
+        bar.set_position(sent);
+        if deliveries.len() > 10_000 {
+            for d in deliveries.drain(..) {
+                failed += u64::from(!matches!(d.await, Ok(Ok(_))));
+            }
+        }
+    }
+    for d in deliveries {
+        failed += u64::from(!matches!(d.await, Ok(Ok(_))));
+    }
+    bar.finish_and_clear();
+    if failed > 0 {
+        bail!("--kafka: {failed} of {sent} events were not acknowledged by the broker");
+    }
+    eprintln!("produced {sent} events to {} in {:.1}s", a.topic, started.elapsed().as_secs_f64());
+    Ok(())
+}
+
 async fn run_sql(a: SqlArgs) -> Result<()> {
     let common = Common {
         config: a.config.clone(),
@@ -284,6 +367,9 @@ async fn run_sql(a: SqlArgs) -> Result<()> {
         http: None,
         pg: None,
         kafka_brokers: None,
+        kafka_topics: None,
+        kafka_group: None,
+        kafka_assignment: None,
         catalog: None,
         rate: None,
         body_limit_bytes: None,

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use ioc_core::{AdminUnits, Catalog};
+use ioc_ingest::kafka::{self, KafkaConfig, KafkaMetrics};
 use ioc_ingest::pipeline::{self, PipelineConfig};
 use ioc_ingest::{IngestMetrics, Ingestor, Origin, Record, Simulator};
 use ioc_query::context::admin_units_table;
@@ -68,13 +69,6 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     settings.check_bind_safety()?;
-    if settings.kafka_brokers.is_some() {
-        return Err(ConfigError::Invalid {
-            key: "--kafka-brokers / IOC_KAFKA_BROKERS / kafka_brokers",
-            message: "Kafka ingestion is not part of this build yet; ingest over POST /api/v1/events".into(),
-        }
-        .into());
-    }
     for t in settings.tokens.iter().filter(|t| t.is_weak()) {
         warn!(token = %t.name, "token is shorter than 16 characters; use long random tokens");
     }
@@ -84,6 +78,7 @@ pub async fn run(
         .map_err(|source| ServerError::Io { what: format!("data dir {}", settings.data_dir.display()), source })?;
     let writer = format!("w{}x{}", std::process::id(), Utc::now().timestamp_millis());
     let store = Store::open(settings.data_dir.join("store"), writer)?;
+    let (stop_tx, stop_rx) = watch::channel(false);
     let _ = store.orphans()?;
     let admin = admin_units_table(&units);
     let kpis = Arc::new(KpiEngine::new(catalog, store.clone(), admin.clone())?);
@@ -91,6 +86,10 @@ pub async fn run(
 
     let registry = Registry::new();
     let metrics = IngestMetrics::register(&registry)?;
+    let kafka_metrics = match &settings.kafka_brokers {
+        Some(_) => Some(KafkaMetrics::register(&registry)?),
+        None => None,
+    };
     let (ingestor, writer_thread) = pipeline::start(
         store.clone(),
         units.clone(),
@@ -105,12 +104,13 @@ pub async fn run(
         units: units.clone(),
         ingestor: ingestor.clone(),
         kpis,
-        sql: SqlEngine::new(store, admin, settings.sql.clone()),
+        sql: SqlEngine::new(store.clone(), admin, settings.sql.clone()),
         registry,
         tokens: Arc::new(settings.tokens.clone()),
         body_limit_bytes: settings.body_limit_bytes,
         audit: Arc::new(audit),
         requests: Arc::new(AtomicU64::new(0)),
+        kafka: kafka_metrics.clone(),
         boot_id: format!("{:x}", Utc::now().timestamp_millis()),
     };
 
@@ -120,7 +120,16 @@ pub async fn run(
     let local = listener.local_addr().map_err(|source| ServerError::Io { what: "listener".into(), source })?;
     info!(addr = %local, mode = ?mode, "IOC API listening on http://{local}/");
 
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let kafka = match (&settings.kafka_brokers, kafka_metrics) {
+        (Some(brokers), Some(m)) => {
+            let mut config = KafkaConfig::new(brokers.clone());
+            config.topics = settings.kafka_topics.clone();
+            config.group = settings.kafka_group.clone();
+            config.assignment = settings.kafka_assignment;
+            Some(tokio::spawn(kafka::run(config, ingestor.clone(), store.clone(), m, stop_rx.clone())))
+        }
+        _ => None,
+    };
     let simulator = match mode {
         Mode::Demo { rate } => Some(tokio::spawn(simulate_live(ingestor.clone(), units, rate, stop_rx.clone()))),
         Mode::Serve => None,
@@ -139,6 +148,13 @@ pub async fn run(
     server.await.map_err(|source| ServerError::Io { what: "HTTP server".into(), source })?;
     if let Some(sim) = simulator {
         let _ = sim.await;
+    }
+    if let Some(k) = kafka {
+        match k.await {
+            Ok(Err(e)) => warn!(error = %e, "Kafka consumer failed"),
+            Err(e) => warn!(error = %e, "Kafka consumer task panicked"),
+            Ok(Ok(())) => {}
+        }
     }
     // Every Ingestor is gone now; the writer drains its queue and stops.
     tokio::task::spawn_blocking(move || writer_thread.join()).await.ok();

@@ -236,3 +236,164 @@ pub async fn assert_kpis(server: &Server, events: &[Event], query: &str, provinc
     }
     assert_eq!(checked, 14);
 }
+
+/// A real tansu broker on a free loopback port, with sqlite storage in its own folder.
+pub struct Broker {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Broker {
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn url(&self) -> String {
+        format!("tcp://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts tansu and creates the topics with 4 partitions. Fails loudly when tansu
+    /// is not installed: `.ci/run` installs it.
+    pub async fn start(topics: &[&str]) -> Broker {
+        let mut b = Broker { child: None, port: free_port(), dir: tempfile::tempdir().unwrap() };
+        b.spawn().await;
+        for t in topics {
+            b.create_topic(t).await;
+        }
+        b
+    }
+
+    async fn spawn(&mut self) {
+        let child = Command::new(tansu_bin())
+            .arg("broker")
+            .arg("--listener-url")
+            .arg(self.url())
+            .arg("--advertised-listener-url")
+            .arg(self.url())
+            .arg("--storage-engine")
+            .arg("sqlite://tansu.db")
+            .current_dir(self.dir.path())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tansu is not installed: run `cargo install --locked tansu --features dynostore,libsql`");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn create_topic(&self, topic: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = Command::new(tansu_bin())
+                .args(["topic", "create", topic, "--broker", &self.url(), "--partitions", "4"])
+                .output()
+                .unwrap();
+            if out.status.success() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "could not create {topic}: {}", String::from_utf8_lossy(&out.stderr));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Stops the broker (SIGKILL) and starts it again on the same port and storage.
+    pub async fn restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.spawn().await;
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn tansu_bin() -> String {
+    std::env::var("TANSU").unwrap_or_else(|_| "tansu".into())
+}
+
+/// A producer for tests: a real rdkafka client, keyed messages.
+pub fn producer(brokers: &str) -> rdkafka::producer::FutureProducer {
+    rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("compression.type", "zstd")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "60000")
+        .create()
+        .unwrap()
+}
+
+/// Produces (key, payload) pairs and waits until the broker acknowledged all of them.
+pub async fn produce(producer: &rdkafka::producer::FutureProducer, topic: &str, messages: &[(String, Vec<u8>)]) {
+    use rdkafka::producer::FutureRecord;
+    let mut pending = Vec::new();
+    for (key, payload) in messages {
+        let mut record = FutureRecord::to(topic).key(key.as_str()).payload(payload.as_slice());
+        loop {
+            match producer.send_result(record) {
+                Ok(d) => {
+                    pending.push(d);
+                    break;
+                }
+                Err((_, r)) => {
+                    record = r;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        }
+    }
+    for d in pending {
+        d.await.unwrap().unwrap_or_else(|(e, _)| panic!("produce failed: {e}"));
+    }
+}
+
+/// Polls until `f` returns true, or fails after `secs`.
+pub async fn eventually<F, Fut>(secs: u64, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Waits until `sql` counts at least `want`, failing with the last count seen.
+pub async fn wait_for_count(server: &Server, sql: &str, want: i64, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let n = server.sql_count(sql).await;
+        if n >= want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out: {sql} gave {n}, waiting for {want}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Every stored event, across the four event tables.
+pub const ALL_EVENTS: &str = "SELECT count(*) FROM (SELECT event_id FROM dossier_events UNION ALL SELECT event_id FROM document_events UNION ALL SELECT event_id FROM work_record_events UNION ALL SELECT event_id FROM other_events)";
+
+/// Total rows of the four event tables.
+pub async fn stored_events(server: &Server) -> i64 {
+    let mut n = 0;
+    for t in ["dossier_events", "document_events", "work_record_events", "other_events"] {
+        n += server.sql_count(&format!("SELECT count(*) FROM {t}")).await;
+    }
+    n
+}

@@ -1,0 +1,513 @@
+//! The Kafka source: one consumer group member, exactly-once in effect.
+//!
+//! Offset semantics, decided on purpose:
+//! - Messages are batched by size or age and submitted to the pipeline together with
+//!   the positions they cover (`kafka:<topic>:<partition>` → next offset). Data and
+//!   positions are durable in the same storage commit.
+//! - Only then are the offsets committed to the broker. The broker's committed offset
+//!   is therefore never ahead of storage; after a crash the group resumes at or before
+//!   the stored position, messages below the stored position are skipped, and the
+//!   `event_id` dedupe makes any other replay harmless.
+//! - On revoke, buffered messages of revoked partitions are dropped, not stored: the
+//!   new owner reads them again from the last committed offset.
+//! - Back-pressure: while a batch is being made durable nothing more is read, and
+//!   librdkafka's prefetch queue is bounded (`queued.max.messages.kbytes`).
+//! - Invalid messages go to the dead-letter table (via the pipeline) and to the
+//!   `ioc.dead_letters` topic, with their origin and the reason in headers.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use ioc_core::ValidationError;
+use ioc_storage::Store;
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use thiserror::Error;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::pipeline::{Ingestor, Origin, Record};
+
+pub const DEFAULT_TOPIC: &str = "ioc.events";
+pub const DEFAULT_GROUP: &str = "ioc";
+pub const DEAD_LETTER_TOPIC: &str = "ioc.dead_letters";
+
+#[derive(Debug, Error)]
+pub enum KafkaSourceError {
+    #[error("Kafka client: {0}")]
+    Client(#[from] KafkaError),
+}
+
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    pub brokers: String,
+    pub topics: Vec<String>,
+    pub group: String,
+    pub dead_letter_topic: String,
+    /// Flush when this many messages are buffered...
+    pub max_batch: usize,
+    /// ...or when the oldest buffered message is this old.
+    pub max_age: Duration,
+    /// Larger messages are rejected (and dead-lettered, truncated to this size).
+    pub max_message_bytes: usize,
+    /// How partitions are owned.
+    pub assignment: Assignment,
+}
+
+/// How this instance comes to own partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Assignment {
+    /// The consumer group splits partitions between instances (scale-out).
+    Group,
+    /// This instance owns every partition of the topics and resumes each exactly at
+    /// its stored position, with no group coordination (single node). Offsets are
+    /// still committed to the group, for tools that watch lag.
+    All,
+}
+
+impl Assignment {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "group" => Some(Self::Group),
+            "all" => Some(Self::All),
+            _ => None,
+        }
+    }
+}
+
+impl KafkaConfig {
+    pub fn new(brokers: impl Into<String>) -> Self {
+        Self {
+            brokers: brokers.into(),
+            topics: vec![DEFAULT_TOPIC.into()],
+            group: DEFAULT_GROUP.into(),
+            dead_letter_topic: DEAD_LETTER_TOPIC.into(),
+            max_batch: 20_000,
+            max_age: Duration::from_millis(250),
+            max_message_bytes: 1 << 20,
+            assignment: Assignment::Group,
+        }
+    }
+}
+
+/// Kafka metrics, defined with their log lines.
+#[derive(Clone)]
+pub struct KafkaMetrics {
+    messages: IntCounter,
+    bytes: IntCounter,
+    skipped: IntCounter,
+    rebalances: IntCounterVec,
+    commit_seconds: Histogram,
+    lag: IntGaugeVec,
+    errors: IntCounterVec,
+    connected: IntGauge,
+    dead_letters: IntCounterVec,
+}
+
+impl KafkaMetrics {
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let m = Self {
+            messages: IntCounter::new("ioc_kafka_messages_total", "Kafka messages consumed")?,
+            bytes: IntCounter::new("ioc_kafka_bytes_total", "Kafka payload bytes consumed")?,
+            skipped: IntCounter::new(
+                "ioc_kafka_skipped_total",
+                "Messages below the stored position, skipped on replay after a restart or rebalance",
+            )?,
+            rebalances: IntCounterVec::new(
+                Opts::new("ioc_kafka_rebalances_total", "Consumer group rebalances, by kind"),
+                &["kind"],
+            )?,
+            commit_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "ioc_kafka_batch_commit_seconds",
+                    "From submitting a Kafka batch to its offsets being committed to the broker",
+                )
+                .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+            )?,
+            lag: IntGaugeVec::new(
+                Opts::new("ioc_kafka_lag", "Messages between the stored position and the high watermark"),
+                &["topic", "partition"],
+            )?,
+            errors: IntCounterVec::new(Opts::new("ioc_kafka_errors_total", "Kafka client errors, by kind"), &["kind"])?,
+            connected: IntGauge::new("ioc_kafka_connected", "1 when the last poll of the broker succeeded")?,
+            dead_letters: IntCounterVec::new(
+                Opts::new("ioc_kafka_dead_letters_total", "Messages produced to the dead-letter topic, by outcome"),
+                &["outcome"],
+            )?,
+        };
+        registry.register(Box::new(m.messages.clone()))?;
+        registry.register(Box::new(m.bytes.clone()))?;
+        registry.register(Box::new(m.skipped.clone()))?;
+        registry.register(Box::new(m.rebalances.clone()))?;
+        registry.register(Box::new(m.commit_seconds.clone()))?;
+        registry.register(Box::new(m.lag.clone()))?;
+        registry.register(Box::new(m.errors.clone()))?;
+        registry.register(Box::new(m.connected.clone()))?;
+        registry.register(Box::new(m.dead_letters.clone()))?;
+        Ok(m)
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected.get() == 1
+    }
+
+    fn error(&self, kind: &str, error: &KafkaError) {
+        warn!(kind, %error, "Kafka error; retrying with back-off");
+        self.errors.with_label_values(&[kind]).inc();
+        self.connected.set(0);
+    }
+}
+
+/// Rebalances seen by librdkafka's thread, handed to the consumer loop.
+#[derive(Default)]
+struct Ctx {
+    revoked: Mutex<Vec<(String, i32)>>,
+    assigned: Mutex<bool>,
+    metrics: Option<KafkaMetrics>,
+}
+
+impl ClientContext for Ctx {}
+
+impl ConsumerContext for Ctx {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let parts: Vec<(String, i32)> =
+                tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+            info!(partitions = ?parts, "partitions revoked");
+            if let Some(m) = &self.metrics {
+                m.rebalances.with_label_values(&["revoke"]).inc();
+            }
+            self.revoked.lock().expect("revoked lock").extend(parts);
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let parts: Vec<(String, i32)> =
+                tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+            info!(partitions = ?parts, "partitions assigned");
+            if let Some(m) = &self.metrics {
+                m.rebalances.with_label_values(&["assign"]).inc();
+            }
+            *self.assigned.lock().expect("assigned lock") = true;
+        }
+    }
+}
+
+fn position_key(topic: &str, partition: i32) -> String {
+    format!("kafka:{topic}:{partition}")
+}
+
+/// The stored (durable) next offset of every partition, from the storage log.
+fn stored_positions(store: &Store) -> HashMap<String, i64> {
+    match store.refresh() {
+        Ok(snap) => snap.sources.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        Err(e) => {
+            warn!(error = %e, "could not read stored positions; relying on dedupe");
+            HashMap::new()
+        }
+    }
+}
+
+struct Pending {
+    records: Vec<Record>,
+    /// (topic, partition) -> next offset covered.
+    positions: BTreeMap<(String, i32), i64>,
+    since: Option<Instant>,
+}
+
+impl Pending {
+    fn new() -> Self {
+        Self { records: Vec::new(), positions: BTreeMap::new(), since: None }
+    }
+
+    fn drop_partitions(&mut self, revoked: &HashSet<(String, i32)>) -> usize {
+        let before = self.records.len();
+        self.records.retain(|r| match &r.origin {
+            Origin::Kafka { topic, partition, .. } => !revoked.contains(&(topic.clone(), *partition)),
+            _ => true,
+        });
+        self.positions.retain(|k, _| !revoked.contains(k));
+        if self.records.is_empty() {
+            self.since = None;
+        }
+        before - self.records.len()
+    }
+}
+
+/// Consumes until `shutdown` turns true, then makes the last batch durable, commits
+/// its offsets, and returns.
+pub async fn run(
+    config: KafkaConfig,
+    ingestor: Ingestor,
+    store: Store,
+    metrics: KafkaMetrics,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), KafkaSourceError> {
+    let ctx = Ctx { metrics: Some(metrics.clone()), ..Default::default() };
+    let consumer: StreamConsumer<Ctx> = ClientConfig::new()
+        .set("bootstrap.servers", &config.brokers)
+        .set("group.id", &config.group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000")
+        // Also the rebalance timeout: how long the group waits for a killed member.
+        .set("max.poll.interval.ms", "20000")
+        .set("queued.max.messages.kbytes", "65536")
+        .set("fetch.message.max.bytes", (config.max_message_bytes.max(1 << 20) * 2).to_string())
+        .create_with_context(ctx)?;
+    let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
+    match config.assignment {
+        Assignment::Group => consumer.subscribe(&topics)?,
+        Assignment::All => {
+            if !assign_all(&consumer, &topics, &store, &metrics, &mut shutdown).await {
+                return Ok(());
+            }
+        }
+    }
+    let producer: FutureProducer =
+        ClientConfig::new().set("bootstrap.servers", &config.brokers).set("message.timeout.ms", "30000").create()?;
+    info!(brokers = %config.brokers, topics = ?config.topics, group = %config.group, "Kafka consumer started");
+
+    let mut stored = stored_positions(&store);
+    let mut pending = Pending::new();
+    let mut tick = tokio::time::interval(config.max_age.min(Duration::from_millis(100)));
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        tokio::select! {
+            biased;
+            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => break,
+            _ = tick.tick() => {}
+            msg = consumer.recv() => match msg {
+                Ok(m) => {
+                    metrics.connected.set(1);
+                    backoff = Duration::from_millis(100);
+                    let (topic, partition, offset) = (m.topic().to_string(), m.partition(), m.offset());
+                    if stored.get(&position_key(&topic, partition)).is_some_and(|next| offset < *next) {
+                        metrics.skipped.inc();
+                        continue;
+                    }
+                    let payload = m.payload().unwrap_or_default();
+                    metrics.messages.inc();
+                    metrics.bytes.inc_by(payload.len() as u64);
+                    let origin = Origin::Kafka { topic: topic.clone(), partition, offset };
+                    let record = if payload.len() > config.max_message_bytes {
+                        Record {
+                            raw: payload[..config.max_message_bytes].to_vec(),
+                            origin,
+                            pre_rejected: Some(ValidationError::too_large(payload.len(), config.max_message_bytes)),
+                        }
+                    } else {
+                        Record::new(payload.to_vec(), origin)
+                    };
+                    pending.records.push(record);
+                    pending.positions.insert((topic, partition), offset + 1);
+                    pending.since.get_or_insert_with(Instant::now);
+                }
+                Err(e) => {
+                    metrics.error("consume", &e);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            },
+        }
+        // Partitions revoked since the last round: their buffered messages belong to
+        // the next owner now.
+        let revoked: HashSet<(String, i32)> = consumer.context().revoked.lock().expect("lock").drain(..).collect();
+        if !revoked.is_empty() {
+            let dropped = pending.drop_partitions(&revoked);
+            if dropped > 0 {
+                info!(dropped, "dropped buffered messages of revoked partitions");
+            }
+        }
+        if std::mem::take(&mut *consumer.context().assigned.lock().expect("lock")) {
+            stored = stored_positions(&store);
+        }
+        let full = pending.records.len() >= config.max_batch;
+        let old = pending.since.is_some_and(|t| t.elapsed() >= config.max_age);
+        if full || old {
+            flush(&mut pending, &ingestor, &consumer, &producer, &config, &metrics, &mut stored, &mut shutdown).await;
+        }
+    }
+    flush(&mut pending, &ingestor, &consumer, &producer, &config, &metrics, &mut stored, &mut shutdown).await;
+    info!("Kafka consumer stopped");
+    Ok(())
+}
+
+/// Assigns every partition of `topics` to this consumer, each at its stored position
+/// (or the beginning). Waits, with back-off, until the topics exist. False on shutdown.
+async fn assign_all(
+    consumer: &StreamConsumer<Ctx>,
+    topics: &[&str],
+    store: &Store,
+    metrics: &KafkaMetrics,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let stored = stored_positions(store);
+        let mut tpl = TopicPartitionList::new();
+        let mut missing = Vec::new();
+        for topic in topics {
+            match consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
+                Ok(md) => {
+                    let parts: Vec<i32> = md
+                        .topics()
+                        .iter()
+                        .filter(|t| t.name() == *topic && t.error().is_none())
+                        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                        .collect();
+                    if parts.is_empty() {
+                        missing.push(topic.to_string());
+                    }
+                    for p in parts {
+                        let offset =
+                            stored.get(&position_key(topic, p)).map_or(Offset::Beginning, |o| Offset::Offset(*o));
+                        if tpl.add_partition_offset(topic, p, offset).is_err() {
+                            missing.push(topic.to_string());
+                        }
+                    }
+                }
+                Err(e) => {
+                    metrics.error("metadata", &e);
+                    missing.push(topic.to_string());
+                }
+            }
+        }
+        if missing.is_empty() {
+            match consumer.assign(&tpl) {
+                Ok(()) => {
+                    metrics.connected.set(1);
+                    info!(partitions = tpl.count(), "assigned every partition at its stored position");
+                    return true;
+                }
+                Err(e) => metrics.error("assign", &e),
+            }
+        } else {
+            warn!(topics = ?missing, "topics not found yet; waiting for them to be created");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => return false,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Makes the pending batch durable (retrying until it is, or until shutdown), then
+/// commits its offsets to the broker and sends its dead letters to the DLQ topic.
+#[allow(clippy::too_many_arguments)]
+async fn flush(
+    pending: &mut Pending,
+    ingestor: &Ingestor,
+    consumer: &StreamConsumer<Ctx>,
+    producer: &FutureProducer,
+    config: &KafkaConfig,
+    metrics: &KafkaMetrics,
+    stored: &mut HashMap<String, i64>,
+    shutdown: &mut watch::Receiver<bool>,
+) {
+    if pending.records.is_empty() && pending.positions.is_empty() {
+        return;
+    }
+    let started = Instant::now();
+    let records = std::mem::take(&mut pending.records);
+    let positions: BTreeMap<String, i64> =
+        pending.positions.iter().map(|((t, p), o)| (position_key(t, *p), *o)).collect();
+    let mut backoff = Duration::from_millis(200);
+    let outcome = loop {
+        match ingestor.submit(records.clone(), positions.clone()).await {
+            Ok(o) => break o,
+            Err(e) => {
+                warn!(error = %e, "could not make a Kafka batch durable; retrying (offsets are not committed)");
+                if *shutdown.borrow() {
+                    // Nothing was committed to the broker: the next run reads it again.
+                    return;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    };
+    for (k, v) in &positions {
+        stored.insert(k.clone(), *v);
+    }
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), next) in std::mem::take(&mut pending.positions) {
+        if tpl.add_partition_offset(&topic, partition, Offset::Offset(next)).is_err() {
+            warn!(topic, partition, "could not build the offset commit");
+        }
+    }
+    // Async: the positions are already durable in storage, so a lost broker commit
+    // only means a replay that the stored positions and dedupe absorb.
+    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+        metrics.error("commit", &e);
+    }
+    pending.since = None;
+    metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
+
+    for (index, error) in &outcome.rejected {
+        let rec = &records[*index];
+        let origin = rec.origin.to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "ioc-error", value: Some(error.as_str()) })
+            .insert(Header { key: "ioc-origin", value: Some(origin.as_str()) });
+        let send = producer
+            .send(
+                FutureRecord::<(), [u8]>::to(&config.dead_letter_topic).payload(&rec.raw).headers(headers),
+                Duration::from_secs(5),
+            )
+            .await;
+        let outcome = if send.is_ok() { "sent" } else { "failed" };
+        if let Err((e, _)) = send {
+            warn!(error = %e, origin, "could not produce to the dead-letter topic (it is in the dead_letters table)");
+        }
+        metrics.dead_letters.with_label_values(&[outcome]).inc();
+    }
+    update_lag(consumer, stored, metrics);
+}
+
+fn update_lag(consumer: &StreamConsumer<Ctx>, stored: &HashMap<String, i64>, metrics: &KafkaMetrics) {
+    let Ok(assignment) = consumer.assignment() else { return };
+    for e in assignment.elements() {
+        if let Ok((_, high)) = consumer.fetch_watermarks(e.topic(), e.partition(), Duration::from_millis(200)) {
+            let at = stored.get(&position_key(e.topic(), e.partition())).copied().unwrap_or(0);
+            metrics.lag.with_label_values(&[e.topic(), &e.partition().to_string()]).set((high - at).max(0));
+        }
+    }
+}
+
+/// A producer for `ioc simulate --kafka`: keyed by entity id, zstd-compressed.
+pub fn producer(brokers: &str) -> Result<FutureProducer, KafkaSourceError> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("compression.type", "zstd")
+        .set("linger.ms", "20")
+        .set("message.timeout.ms", "60000")
+        .create()?)
+}
+
+/// Creates topics that do not exist yet (brokers such as tansu do not auto-create).
+pub async fn ensure_topics(brokers: &str, topics: &[&str], partitions: i32) -> Result<(), KafkaSourceError> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers).create()?;
+    let new: Vec<NewTopic<'_>> =
+        topics.iter().map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1))).collect();
+    let results = admin.create_topics(new.iter(), &AdminOptions::new()).await?;
+    for r in results {
+        if let Err((topic, code)) = r
+            && code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists
+        {
+            warn!(topic, ?code, "could not create topic");
+        }
+    }
+    Ok(())
+}
