@@ -113,10 +113,7 @@ async fn events_are_validated_deduplicated_and_every_kpi_is_exact() {
     }
 
     // SQL sees each accepted event exactly once, and the dead letters.
-    let n = server.sql_count("SELECT count(*) FROM dossier_events").await
-        + server.sql_count("SELECT count(*) FROM document_events").await
-        + server.sql_count("SELECT count(*) FROM work_record_events").await
-        + server.sql_count("SELECT count(*) FROM other_events").await;
+    let n = server.sql_count(ALL_EVENTS).await;
     assert_eq!(n as usize, evs.len());
     let distinct = server.sql_count("SELECT count(DISTINCT event_id) FROM dossier_events").await;
     assert_eq!(distinct, server.sql_count("SELECT count(*) FROM dossier_events").await);
@@ -143,16 +140,15 @@ async fn events_are_validated_deduplicated_and_every_kpi_is_exact() {
     assert!(text.starts_with("type,n\n"), "{text}");
 
     // Metrics report what happened.
-    let text = server.client.get(format!("{}/metrics", server.base)).send().await.unwrap().text().await.unwrap();
-    for name in [
-        "ioc_events_ingested_total",
-        "ioc_events_duplicate_total",
-        "ioc_events_rejected_total",
-        "ioc_commit_duration_seconds_bucket",
-        "ioc_storage_bytes",
-    ] {
-        assert!(text.contains(name), "{name} missing from /metrics");
-    }
+    server
+        .assert_metrics(&[
+            "ioc_events_ingested_total",
+            "ioc_events_duplicate_total",
+            "ioc_events_rejected_total",
+            "ioc_commit_duration_seconds_bucket",
+            "ioc_storage_bytes",
+        ])
+        .await;
     let (status, v) = server.get("/readyz").await;
     assert_eq!((status, v["status"].as_str()), (200, Some("ready")), "{v}");
 }

@@ -70,13 +70,13 @@ async fn kafka_events_are_stored_and_counted_exactly_once_with_dead_letters() {
 
     wait_for_count(&server, ALL_EVENTS, evs.len() as i64, 240).await;
     wait_for_count(&server, "SELECT count(*) FROM dead_letters", invalid as i64, 60).await;
-    assert_eq!(stored_events(&server).await, evs.len() as i64, "each event once");
+    assert_eq!(server.sql_count(ALL_EVENTS).await, evs.len() as i64, "each event once");
     assert_eq!(server.sql_count("SELECT count(*) FROM dead_letters").await, invalid as i64);
     let origins = server.sql_count("SELECT count(*) FROM dead_letters WHERE origin LIKE 'kafka:ioc.events/%@%'").await;
     assert_eq!(origins, invalid as i64, "dead letters carry topic, partition and offset");
     let empty = server.sql_count("SELECT count(*) FROM dead_letters WHERE raw = X''").await;
     assert!(empty > 0, "the empty payload is kept as a dead letter");
-    assert_kpis(&server, &evs, &period_query(), None).await;
+    wait_for_kpis(&server, &evs, &period_query()).await;
 
     // The same dead letters went to the ioc.dead_letters topic.
     use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -102,16 +102,15 @@ async fn kafka_events_are_stored_and_counted_exactly_once_with_dead_letters() {
 
     let (status, v) = server.get("/readyz").await;
     assert_eq!((status, v["checks"]["sources"]["kafka"].as_str()), (200, Some("connected")), "{v}");
-    let metrics = server.client.get(format!("{}/metrics", server.base)).send().await.unwrap().text().await.unwrap();
-    for name in [
-        "ioc_kafka_messages_total",
-        "ioc_kafka_bytes_total",
-        "ioc_kafka_rebalances_total",
-        "ioc_kafka_batch_commit_seconds",
-        "ioc_kafka_dead_letters_total",
-    ] {
-        assert!(metrics.contains(name), "{name} missing");
-    }
+    server
+        .assert_metrics(&[
+            "ioc_kafka_messages_total",
+            "ioc_kafka_bytes_total",
+            "ioc_kafka_rebalances_total",
+            "ioc_kafka_batch_commit_seconds",
+            "ioc_kafka_dead_letters_total",
+        ])
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,9 +133,9 @@ async fn sigkill_of_the_consumer_ten_times_loses_and_doubles_nothing() {
     wait_for_count(&server, "SELECT count(*) FROM dead_letters", invalid as i64, 60).await;
     // Give a late duplicate a chance to show up before asserting exactness.
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    assert_eq!(stored_events(&server).await, evs.len() as i64, "0 lost, 0 doubled");
+    assert_eq!(server.sql_count(ALL_EVENTS).await, evs.len() as i64, "0 lost, 0 doubled");
     assert_eq!(server.sql_count("SELECT count(*) FROM dead_letters").await, invalid as i64);
-    assert_kpis(&server, &evs, &period_query(), None).await;
+    wait_for_kpis(&server, &evs, &period_query()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,7 +152,7 @@ async fn a_broker_restart_mid_stream_keeps_the_totals_exact() {
     wait_for_count(&server, ALL_EVENTS, evs.len() as i64, 240).await;
     wait_for_count(&server, "SELECT count(*) FROM dead_letters", invalid as i64, 60).await;
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    assert_eq!(stored_events(&server).await, evs.len() as i64);
+    assert_eq!(server.sql_count(ALL_EVENTS).await, evs.len() as i64);
     assert_eq!(server.sql_count("SELECT count(*) FROM dead_letters").await, invalid as i64);
-    assert_kpis(&server, &evs, &period_query(), None).await;
+    wait_for_kpis(&server, &evs, &period_query()).await;
 }

@@ -51,10 +51,7 @@ async fn sigkill_during_ingest_then_restart_loses_nothing_and_counts_nothing_twi
 
     // After restart: every acknowledged batch is there, once.
     let server = Server::start(dir.path(), &[], &[]).await;
-    let stored = server.sql_count("SELECT count(*) FROM dossier_events").await
-        + server.sql_count("SELECT count(*) FROM document_events").await
-        + server.sql_count("SELECT count(*) FROM work_record_events").await
-        + server.sql_count("SELECT count(*) FROM other_events").await;
+    let stored = server.sql_count(ALL_EVENTS).await;
     assert!(stored as usize >= acked * 100, "acknowledged events lost: {stored} stored, {acked} batches acked");
     assert!(stored as usize <= all.len());
 
