@@ -65,6 +65,16 @@ async fn kafka_events_are_stored_and_counted_exactly_once_with_dead_letters() {
     let broker = Broker::start(&[TOPIC, "ioc.dead_letters"]).await;
     let data = tempfile::tempdir().unwrap();
     let server = serve_kafka(data.path(), &broker).await;
+    // An idle consumer that holds its partitions is ready, before any message.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (status, v) = server.get("/readyz").await;
+        if status == 200 && v["checks"]["sources"]["kafka"] == "connected" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "an idle Kafka consumer never became ready: {v}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     let (evs, msgs, invalid) = workload(11, 50_000);
     produce(&producer(&broker.brokers()), TOPIC, &msgs).await;
 

@@ -172,7 +172,17 @@ struct Ctx {
     metrics: Option<KafkaMetrics>,
 }
 
-impl ClientContext for Ctx {}
+impl ClientContext for Ctx {
+    /// librdkafka reports lost brokers here; readiness turns false until the consumer
+    /// is assigned partitions or commits again.
+    fn error(&self, error: KafkaError, reason: &str) {
+        warn!(%error, reason, "Kafka client error");
+        if let Some(m) = &self.metrics {
+            m.errors.with_label_values(&["client"]).inc();
+            m.connected.set(0);
+        }
+    }
+}
 
 impl ConsumerContext for Ctx {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -194,6 +204,7 @@ impl ConsumerContext for Ctx {
             info!(partitions = ?parts, "partitions assigned");
             if let Some(m) = &self.metrics {
                 m.rebalances.with_label_values(&["assign"]).inc();
+                m.connected.set(1);
             }
             *self.assigned.lock().expect("assigned lock") = true;
         }
@@ -447,8 +458,9 @@ async fn flush(
     }
     // Async: the positions are already durable in storage, so a lost broker commit
     // only means a replay that the stored positions and dedupe absorb.
-    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
-        metrics.error("commit", &e);
+    match consumer.commit(&tpl, CommitMode::Async) {
+        Ok(()) => metrics.connected.set(1),
+        Err(e) => metrics.error("commit", &e),
     }
     pending.since = None;
     metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
