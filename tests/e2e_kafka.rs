@@ -166,3 +166,38 @@ async fn a_broker_restart_mid_stream_keeps_the_totals_exact() {
     assert_eq!(server.sql_count("SELECT count(*) FROM dead_letters").await, invalid as i64);
     wait_for_kpis(&server, &evs, &period_query()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_in_one_group_split_the_partitions_and_total_exactly() {
+    let broker = Broker::start(&[TOPIC, "ioc.dead_letters"]).await;
+    let data = tempfile::tempdir().unwrap();
+    let a = serve_kafka(data.path(), &broker).await;
+    let b = serve_kafka(data.path(), &broker).await;
+    // Wait for the group to settle with partitions on both members.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let (pa, pb) =
+            (a.metric("ioc_kafka_assigned_partitions").await, b.metric("ioc_kafka_assigned_partitions").await);
+        if pa > 0.0 && pb > 0.0 && pa + pb == 4.0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the group never split 4 partitions: {pa} and {pb}");
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let (evs, msgs, invalid) = workload(14, 20_000);
+    produce(&producer(&broker.brokers()), TOPIC, &msgs).await;
+
+    // Both instances write to one store; each sees every commit.
+    for server in [&a, &b] {
+        wait_for_count(server, ALL_EVENTS, evs.len() as i64, 240).await;
+        wait_for_count(server, "SELECT count(*) FROM dead_letters", invalid as i64, 60).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    for server in [&a, &b] {
+        assert_eq!(server.sql_count(ALL_EVENTS).await, evs.len() as i64, "0 lost, 0 doubled");
+        assert_eq!(server.sql_count("SELECT count(*) FROM dead_letters").await, invalid as i64);
+        // Each instance's live KPIs fold in the other's commits too.
+        wait_for_kpis(server, &evs, &period_query()).await;
+        assert!(server.metric("ioc_kafka_messages_total").await > 0.0, "each instance consumed some partitions");
+    }
+}

@@ -107,6 +107,7 @@ pub struct KafkaMetrics {
     lag: IntGaugeVec,
     errors: IntCounterVec,
     connected: IntGauge,
+    assigned: IntGauge,
     dead_letters: IntCounterVec,
 }
 
@@ -136,6 +137,7 @@ impl KafkaMetrics {
             )?,
             errors: IntCounterVec::new(Opts::new("ioc_kafka_errors_total", "Kafka client errors, by kind"), &["kind"])?,
             connected: IntGauge::new("ioc_kafka_connected", "1 when the last poll of the broker succeeded")?,
+            assigned: IntGauge::new("ioc_kafka_assigned_partitions", "Partitions this instance owns now")?,
             dead_letters: IntCounterVec::new(
                 Opts::new("ioc_kafka_dead_letters_total", "Messages produced to the dead-letter topic, by outcome"),
                 &["outcome"],
@@ -149,6 +151,7 @@ impl KafkaMetrics {
         registry.register(Box::new(m.lag.clone()))?;
         registry.register(Box::new(m.errors.clone()))?;
         registry.register(Box::new(m.connected.clone()))?;
+        registry.register(Box::new(m.assigned.clone()))?;
         registry.register(Box::new(m.dead_letters.clone()))?;
         Ok(m)
     }
@@ -300,6 +303,9 @@ pub async fn run(
                 Ok(m) => {
                     metrics.connected.set(1);
                     backoff = Duration::from_millis(100);
+                    // A rebalance runs inside `recv`: see it before judging this message
+                    // against the stored positions of the new assignment.
+                    on_rebalance(&consumer, &store, &mut pending, &mut stored);
                     let (topic, partition, offset) = (m.topic().to_string(), m.partition(), m.offset());
                     if stored.get(&position_key(&topic, partition)).is_some_and(|next| offset < *next) {
                         metrics.skipped.inc();
@@ -329,18 +335,7 @@ pub async fn run(
                 }
             },
         }
-        // Partitions revoked since the last round: their buffered messages belong to
-        // the next owner now.
-        let revoked: HashSet<(String, i32)> = consumer.context().revoked.lock().expect("lock").drain(..).collect();
-        if !revoked.is_empty() {
-            let dropped = pending.drop_partitions(&revoked);
-            if dropped > 0 {
-                info!(dropped, "dropped buffered messages of revoked partitions");
-            }
-        }
-        if std::mem::take(&mut *consumer.context().assigned.lock().expect("lock")) {
-            stored = stored_positions(&store);
-        }
+        on_rebalance(&consumer, &store, &mut pending, &mut stored);
         let full = pending.records.len() >= config.max_batch;
         let old = pending.since.is_some_and(|t| t.elapsed() >= config.max_age);
         if full || old {
@@ -350,6 +345,31 @@ pub async fn run(
     flush(&mut pending, &ingestor, &consumer, &producer, &config, &metrics, &mut stored, &mut shutdown).await;
     info!("Kafka consumer stopped");
     Ok(())
+}
+
+/// Applies rebalances seen since the last call. Buffered messages of revoked
+/// partitions belong to the next owner now: they are dropped, not stored. After an
+/// assignment the stored positions are read again, since other instances may have
+/// stored further while they owned a partition.
+fn on_rebalance(
+    consumer: &StreamConsumer<Ctx>,
+    store: &Store,
+    pending: &mut Pending,
+    stored: &mut HashMap<String, i64>,
+) {
+    let revoked: HashSet<(String, i32)> = consumer.context().revoked.lock().expect("lock").drain(..).collect();
+    if !revoked.is_empty() {
+        let dropped = pending.drop_partitions(&revoked);
+        if dropped > 0 {
+            info!(dropped, "dropped buffered messages of revoked partitions");
+        }
+    }
+    if std::mem::take(&mut *consumer.context().assigned.lock().expect("lock")) {
+        *stored = stored_positions(store);
+    }
+    if let (Ok(assignment), Some(m)) = (consumer.assignment(), &consumer.context().metrics) {
+        m.assigned.set(assignment.count() as i64);
+    }
 }
 
 /// Assigns every partition of `topics` to this consumer, each at its stored position
@@ -396,6 +416,7 @@ async fn assign_all(
             match consumer.assign(&tpl) {
                 Ok(()) => {
                     metrics.connected.set(1);
+                    metrics.assigned.set(tpl.count() as i64);
                     info!(partitions = tpl.count(), "assigned every partition at its stored position");
                     return true;
                 }

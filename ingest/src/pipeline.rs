@@ -12,11 +12,13 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Instant;
 
-use arrow::array::{Array, RecordBatch, StringArray};
+use arrow::array::{AsArray, RecordBatch};
 use chrono::{DateTime, Utc};
 use ioc_core::event::{Family, decode_event};
 use ioc_core::{AdminUnits, time::vn_date};
-use ioc_storage::{DEAD_LETTERS, DeadLetter, FamilyBuilder, StorageError, Store, dead_letter_batch};
+use ioc_storage::{
+    Commit, DEAD_LETTERS, DeadLetter, FamilyBuilder, Publish, Snapshot, StorageError, Store, dead_letter_batch,
+};
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info};
@@ -132,6 +134,12 @@ impl Ingestor {
         self.tx.is_closed()
     }
 
+    /// Waits until the writer has folded in every commit that other writers sharing the
+    /// store have made (their events into dedupe, their batches into the listeners).
+    pub async fn sync(&self) -> Result<(), IngestError> {
+        self.submit(Vec::new(), BTreeMap::new()).await.map(|_| ())
+    }
+
     /// Submits records (and the source positions they cover) and waits until they are
     /// durable, or the commit failed.
     pub async fn submit(&self, records: Vec<Record>, positions: BTreeMap<String, i64>) -> Result<Outcome, IngestError> {
@@ -141,21 +149,24 @@ impl Ingestor {
     }
 }
 
-/// Starts the writer thread. It stops when every [`Ingestor`] is dropped; join the
-/// returned handle to wait for the last commit.
+/// Starts the writer thread from `snapshot`, the storage state that the listeners
+/// were rebuilt from: the writer hands them every later commit, its own and other
+/// writers', once each and in version order. It stops when every [`Ingestor`] is
+/// dropped; join the returned handle to wait for the last commit.
 pub fn start(
     store: Store,
+    snapshot: &Snapshot,
     units: Arc<AdminUnits>,
     listeners: Vec<Arc<dyn CommitListener>>,
     metrics: IngestMetrics,
     config: PipelineConfig,
 ) -> Result<(Ingestor, thread::JoinHandle<()>), IngestError> {
     let started = Instant::now();
-    let dedupe = rebuild_dedupe(&store, config.dedupe_window_days, Utc::now())?;
+    let dedupe = rebuild_dedupe(&store, snapshot, config.dedupe_window_days, Utc::now())?;
     info!(ids = dedupe.len(), ms = started.elapsed().as_millis() as u64, "dedupe index rebuilt from storage");
     metrics.dedupe_ids(dedupe.len());
     let (tx, rx) = mpsc::channel(1024);
-    let mut writer = Writer { store, units, listeners, metrics, dedupe, config };
+    let mut writer = Writer { store, units, listeners, metrics, dedupe, config, seen: snapshot.version };
     let handle = thread::Builder::new()
         .name("ioc-ingest-writer".into())
         .spawn(move || writer.run(rx))
@@ -163,10 +174,15 @@ pub fn start(
     Ok((Ingestor { tx }, handle))
 }
 
-/// Rebuilds the dedupe index from the `event_id` columns of recent commits.
-pub fn rebuild_dedupe(store: &Store, window_days: u32, now: DateTime<Utc>) -> Result<DedupeIndex, StorageError> {
+/// Rebuilds the dedupe index from the `event_id` columns of the commits in `snapshot`
+/// that fall within the window.
+pub fn rebuild_dedupe(
+    store: &Store,
+    snap: &Snapshot,
+    window_days: u32,
+    now: DateTime<Utc>,
+) -> Result<DedupeIndex, StorageError> {
     let mut idx = DedupeIndex::new(window_days);
-    let snap = store.snapshot();
     let oldest = vn_date(now) - chrono::Days::new(u64::from(idx.window_days()));
     let live: std::collections::HashMap<&str, &ioc_storage::DataFile> =
         snap.files.values().flatten().map(|f| (f.path.as_str(), f)).collect();
@@ -183,15 +199,19 @@ pub fn rebuild_dedupe(store: &Store, window_days: u32, now: DateTime<Utc>) -> Re
                 continue;
             }
             for batch in store.read_file(file, Some(&["event_id"]))? {
-                let ids = batch.column(0).as_any().downcast_ref::<StringArray>().expect("event_id is Utf8");
-                for id in ids.iter().flatten() {
-                    idx.insert(day, id_hash(id));
+                for h in event_id_hashes(&batch) {
+                    idx.insert(day, h);
                 }
             }
         }
     }
     idx.evict(vn_date(now));
     Ok(idx)
+}
+
+fn event_id_hashes(batch: &RecordBatch) -> impl Iterator<Item = u128> + '_ {
+    let ids = batch.column_by_name("event_id").expect("event_id column").as_string::<i32>();
+    ids.iter().flatten().map(id_hash)
 }
 
 struct Writer {
@@ -201,6 +221,29 @@ struct Writer {
     metrics: IngestMetrics,
     dedupe: DedupeIndex,
     config: PipelineConfig,
+    /// The last commit version folded into the dedupe index and handed to listeners.
+    seen: Option<u64>,
+}
+
+/// One attempt at committing a group: what to write and what to answer.
+#[derive(Default)]
+struct Plan {
+    batches: Vec<(Family, RecordBatch)>,
+    dead: Vec<DeadLetter>,
+    /// Hashes of the event ids this commit accepts.
+    fresh: HashSet<u128>,
+    positions: BTreeMap<String, i64>,
+    outcomes: Vec<Outcome>,
+    accepted: BTreeMap<String, u64>,
+    duplicates: BTreeMap<String, u64>,
+    /// (origin kind, reason, message) of each rejected record, for metrics.
+    rejected: Vec<(&'static str, &'static str, String)>,
+}
+
+impl Plan {
+    fn is_empty(&self) -> bool {
+        self.batches.is_empty() && self.dead.is_empty() && self.positions.is_empty()
+    }
 }
 
 impl Writer {
@@ -224,105 +267,32 @@ impl Writer {
 
     fn process(&mut self, group: Vec<Submission>) {
         let now = Utc::now();
-        let today = vn_date(now);
-        self.dedupe.evict(today);
-        let mut builders: Vec<FamilyBuilder> = Family::ALL.into_iter().map(FamilyBuilder::new).collect();
-        let mut dead = Vec::new();
-        let mut fresh: HashSet<u128> = HashSet::new();
-        let mut positions = BTreeMap::new();
-        let mut outcomes = Vec::with_capacity(group.len());
-        let mut accepted_by_source: BTreeMap<String, u64> = BTreeMap::new();
-
-        for sub in &group {
-            let mut out = Outcome::default();
-            for (i, rec) in sub.records.iter().enumerate() {
-                let decoded = match &rec.pre_rejected {
-                    Some(e) => Err(e.clone()),
-                    None => decode_event(&rec.raw, &self.units, now),
-                };
-                match decoded {
-                    Err(e) => {
-                        let msg = e.to_string();
-                        self.metrics.rejected(rec.origin.kind(), e.kind.as_str(), &msg);
-                        dead.push(DeadLetter {
-                            received_at: now,
-                            origin: rec.origin.to_string(),
-                            error: msg.clone(),
-                            raw: rec.raw.clone(),
-                        });
-                        out.rejected.push((i, msg));
-                    }
-                    Ok(ev) => {
-                        let h = id_hash(&ev.event_id);
-                        if self.dedupe.contains(h) || !fresh.insert(h) {
-                            self.metrics.duplicate(&ev.source);
-                            out.duplicates += 1;
-                        } else {
-                            builders[ev.family().index()].append(&ev);
-                            *accepted_by_source.entry(ev.source.clone()).or_default() += 1;
-                            out.accepted += 1;
-                        }
-                    }
-                }
-            }
-            for (k, v) in &sub.positions {
-                let p = positions.entry(k.clone()).or_insert(*v);
-                *p = (*p).max(*v);
-            }
-            outcomes.push(out);
-        }
-
-        let batches: Vec<(Family, RecordBatch)> = Family::ALL
-            .into_iter()
-            .zip(builders.iter_mut())
-            .filter(|(_, b)| !b.is_empty())
-            .map(|(f, b)| (f, b.finish()))
-            .collect();
-        let result = if batches.is_empty() && dead.is_empty() && positions.is_empty() {
-            Ok(None)
-        } else {
-            let mut tables: Vec<(&str, RecordBatch)> = batches.iter().map(|(f, b)| (f.table(), b.clone())).collect();
-            if !dead.is_empty() {
-                tables.push((DEAD_LETTERS, dead_letter_batch(&dead)));
-            }
-            let started = Instant::now();
-            match self.store.commit(&tables, positions, now) {
-                Ok(info) => {
-                    self.metrics.committed(started.elapsed().as_secs_f64());
-                    Ok(Some(info.version))
-                }
-                Err(e) => {
-                    self.metrics.commit_failed(&e);
-                    Err(e)
-                }
-            }
-        };
-
-        match result {
-            Ok(version) => {
-                for h in fresh {
-                    self.dedupe.insert(today, h);
-                }
-                if let Some(version) = version {
-                    let committed = Committed { version, committed_at: now, batches };
-                    for l in &self.listeners {
-                        l.on_commit(&committed);
-                    }
+        self.dedupe.evict(vn_date(now));
+        match self.commit_group(&group, now) {
+            Ok((plan, version)) => {
+                if version.is_some() {
                     let snap = self.store.snapshot();
                     for (table, files) in &snap.files {
                         self.metrics.storage_bytes(table, files.iter().map(|f| f.bytes).sum());
                     }
                 }
-                for (source, n) in accepted_by_source {
-                    self.metrics.accepted(&source, n);
+                for (origin, reason, message) in &plan.rejected {
+                    self.metrics.rejected(origin, reason, message);
+                }
+                for (source, n) in &plan.duplicates {
+                    self.metrics.duplicates(source, *n);
+                }
+                for (source, n) in &plan.accepted {
+                    self.metrics.accepted(source, *n);
                 }
                 self.metrics.dedupe_ids(self.dedupe.len());
-                for (sub, mut out) in group.into_iter().zip(outcomes) {
+                for (sub, mut out) in group.into_iter().zip(plan.outcomes) {
                     out.version = version;
                     let _ = sub.reply.send(Ok(out));
                 }
             }
             Err(e) => {
+                self.metrics.commit_failed(&e);
                 error!(error = %e, "commit failed; {} submissions are answered with an error", group.len());
                 let msg = e.to_string();
                 for sub in group {
@@ -333,5 +303,151 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Makes a group durable. Commits by other writers sharing the store are folded in
+    /// first (their ids into the dedupe index, their batches to the listeners), and the
+    /// commit is published only right after the last commit folded in. If another
+    /// writer commits in between, its commit is folded in too; if it stored an id that
+    /// this group accepts, the group is planned again, so an event is never stored
+    /// twice, however many instances share the store.
+    fn commit_group(&mut self, group: &[Submission], now: DateTime<Utc>) -> Result<(Plan, Option<u64>), StorageError> {
+        loop {
+            self.sync()?;
+            let plan = self.plan(group, now);
+            if plan.is_empty() {
+                return Ok((plan, None));
+            }
+            let mut tables: Vec<(&str, RecordBatch)> =
+                plan.batches.iter().map(|(f, b)| (f.table(), b.clone())).collect();
+            if !plan.dead.is_empty() {
+                tables.push((DEAD_LETTERS, dead_letter_batch(&plan.dead)));
+            }
+            let started = Instant::now();
+            let staged = self.store.stage(&tables)?;
+            loop {
+                match self.store.publish(&staged, &plan.positions, now, self.seen)? {
+                    Publish::Committed(info) => {
+                        self.metrics.committed(started.elapsed().as_secs_f64());
+                        self.seen = Some(info.version);
+                        for h in &plan.fresh {
+                            self.dedupe.insert(vn_date(now), *h);
+                        }
+                        let committed = Committed { version: info.version, committed_at: now, batches: plan.batches };
+                        for l in &self.listeners {
+                            l.on_commit(&committed);
+                        }
+                        let plan = Plan { batches: committed.batches, ..plan };
+                        return Ok((plan, Some(info.version)));
+                    }
+                    Publish::Behind(commits) => {
+                        let mut clash = false;
+                        for c in &commits {
+                            clash |= self.fold(c)?.iter().any(|h| plan.fresh.contains(h));
+                        }
+                        if clash {
+                            info!("another writer stored some of these events first; planning the batch again");
+                            self.store.discard(staged);
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Folds in the commits other writers made since the last one seen.
+    fn sync(&mut self) -> Result<(), StorageError> {
+        let commits = self.store.commits_after(self.seen)?;
+        if !commits.is_empty() {
+            self.store.refresh()?;
+        }
+        for c in &commits {
+            self.fold(c)?;
+        }
+        Ok(())
+    }
+
+    /// Folds one commit by another writer into the dedupe index and the listeners, and
+    /// returns the hashes of the event ids it added.
+    fn fold(&mut self, commit: &Commit) -> Result<Vec<u128>, StorageError> {
+        debug_assert_eq!(Some(commit.version), self.seen.map_or(Some(0), |v| v.checked_add(1)));
+        let mut ids = Vec::new();
+        // A commit that removes files rewrites existing rows (compaction): nothing new.
+        if commit.remove.is_empty() {
+            let mut batches = Vec::new();
+            for file in &commit.add {
+                let Some(family) = Family::ALL.into_iter().find(|f| f.table() == file.table) else {
+                    continue;
+                };
+                for batch in self.store.read_file(file, None)? {
+                    ids.extend(event_id_hashes(&batch));
+                    batches.push((family, batch));
+                }
+            }
+            let day = vn_date(commit.committed_at);
+            for h in &ids {
+                self.dedupe.insert(day, *h);
+            }
+            if !batches.is_empty() {
+                let committed = Committed { version: commit.version, committed_at: commit.committed_at, batches };
+                for l in &self.listeners {
+                    l.on_commit(&committed);
+                }
+            }
+        }
+        self.seen = Some(commit.version);
+        Ok(ids)
+    }
+
+    /// Decodes, validates and dedupes a group against the index: what to write.
+    fn plan(&self, group: &[Submission], now: DateTime<Utc>) -> Plan {
+        let mut builders: Vec<FamilyBuilder> = Family::ALL.into_iter().map(FamilyBuilder::new).collect();
+        let mut plan = Plan { outcomes: Vec::with_capacity(group.len()), ..Plan::default() };
+        for sub in group {
+            let mut out = Outcome::default();
+            for (i, rec) in sub.records.iter().enumerate() {
+                let decoded = match &rec.pre_rejected {
+                    Some(e) => Err(e.clone()),
+                    None => decode_event(&rec.raw, &self.units, now),
+                };
+                match decoded {
+                    Err(e) => {
+                        let msg = e.to_string();
+                        plan.rejected.push((rec.origin.kind(), e.kind.as_str(), msg.clone()));
+                        plan.dead.push(DeadLetter {
+                            received_at: now,
+                            origin: rec.origin.to_string(),
+                            error: msg.clone(),
+                            raw: rec.raw.clone(),
+                        });
+                        out.rejected.push((i, msg));
+                    }
+                    Ok(ev) => {
+                        let h = id_hash(&ev.event_id);
+                        if self.dedupe.contains(h) || !plan.fresh.insert(h) {
+                            *plan.duplicates.entry(ev.source.clone()).or_default() += 1;
+                            out.duplicates += 1;
+                        } else {
+                            builders[ev.family().index()].append(&ev);
+                            *plan.accepted.entry(ev.source.clone()).or_default() += 1;
+                            out.accepted += 1;
+                        }
+                    }
+                }
+            }
+            for (k, v) in &sub.positions {
+                let p = plan.positions.entry(k.clone()).or_insert(*v);
+                *p = (*p).max(*v);
+            }
+            plan.outcomes.push(out);
+        }
+        plan.batches = Family::ALL
+            .into_iter()
+            .zip(builders.iter_mut())
+            .filter(|(_, b)| !b.is_empty())
+            .map(|(f, b)| (f, b.finish()))
+            .collect();
+        plan
     }
 }

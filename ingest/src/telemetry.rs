@@ -69,8 +69,8 @@ impl IngestMetrics {
         self.ingested.with_label_values(&[source]).inc_by(n);
     }
 
-    pub fn duplicate(&self, source: &str) {
-        self.duplicates.with_label_values(&[source]).inc();
+    pub fn duplicates(&self, source: &str, n: u64) {
+        self.duplicates.with_label_values(&[source]).inc_by(n);
     }
 
     pub fn rejected(&self, origin: &str, reason: &str, error: &str) {

@@ -35,6 +35,7 @@ async fn ingest(seed: u64, offsets_min: &[i64], batches: usize) -> Setup {
     let engine = Arc::new(KpiEngine::new(catalog, store.clone(), admin_units_table(&units)).unwrap());
     let (ingestor, handle) = pipeline::start(
         store.clone(),
+        &store.snapshot(),
         units.clone(),
         vec![engine.clone()],
         IngestMetrics::unregistered(),
@@ -74,7 +75,7 @@ async fn check(setup: &Setup, periods: &[Period]) -> Result<(), TestCaseError> {
     let rebuilt =
         KpiEngine::new(Arc::new(Catalog::builtin()), setup.store.clone(), admin_units_table(&AdminUnits::builtin()))
             .unwrap();
-    rebuilt.rebuild().unwrap();
+    rebuilt.rebuild(&setup.store.refresh().unwrap()).unwrap();
     let now = base() + Duration::days(10);
     let catalog = Catalog::builtin();
     for def in catalog.kpis() {

@@ -8,4 +8,4 @@ pub mod schema;
 pub mod store;
 
 pub use schema::{DEAD_LETTERS, DeadLetter, FamilyBuilder, dead_letter_batch, family_schema};
-pub use store::{Commit, CommitInfo, DataFile, Snapshot, StorageError, Store};
+pub use store::{Commit, CommitInfo, DataFile, Publish, Snapshot, Staged, StorageError, Store};

@@ -126,6 +126,27 @@ impl Snapshot {
     }
 }
 
+/// Data files written and fsynced, not yet visible: see [`Store::stage`].
+#[derive(Debug)]
+pub struct Staged {
+    tag: String,
+    files: Vec<DataFile>,
+}
+
+impl Staged {
+    pub fn files(&self) -> &[DataFile] {
+        &self.files
+    }
+}
+
+/// What [`Store::publish`] did.
+#[derive(Debug)]
+pub enum Publish {
+    Committed(CommitInfo),
+    /// Other writers committed after the expected version; nothing was published.
+    Behind(Vec<Commit>),
+}
+
 /// The result of a successful commit.
 #[derive(Debug, Clone)]
 pub struct CommitInfo {
@@ -137,7 +158,7 @@ struct Inner {
     root: PathBuf,
     writer: String,
     snapshot: RwLock<Arc<Snapshot>>,
-    /// Serialises this process's commits; other processes are kept apart by the log.
+    /// Numbers this process's staged file sets; versions are kept apart by the log.
     commit_lock: Mutex<u64>,
     zstd_level: i32,
 }
@@ -168,7 +189,12 @@ impl Store {
                 zstd_level: 1,
             }),
         };
-        store.refresh()?;
+        // The first read lists the whole log, so that a missing record is reported.
+        let mut snap = Snapshot::default();
+        for c in store.read_log_from(0)? {
+            snap.apply(&c);
+        }
+        *store.inner.snapshot.write().expect("snapshot lock") = Arc::new(snap);
         let snap = store.snapshot();
         info!(
             version = ?snap.version,
@@ -195,8 +221,7 @@ impl Store {
     /// Applies commits written since the last refresh (by this or another writer).
     pub fn refresh(&self) -> Result<Arc<Snapshot>, StorageError> {
         let current = self.snapshot();
-        let next = current.version.map_or(0, |v| v + 1);
-        let commits = self.read_log_from(next)?;
+        let commits = self.commits_after(current.version)?;
         if commits.is_empty() {
             return Ok(current);
         }
@@ -205,8 +230,32 @@ impl Store {
             snap.apply(c);
         }
         let snap = Arc::new(snap);
-        *self.inner.snapshot.write().expect("snapshot lock") = snap.clone();
-        Ok(snap)
+        let mut slot = self.inner.snapshot.write().expect("snapshot lock");
+        // Another thread may have refreshed further meanwhile: never go back.
+        if slot.version < snap.version {
+            *slot = snap.clone();
+        }
+        Ok(slot.clone())
+    }
+
+    /// The commit records after `after` (all of them for `None`), in version order.
+    ///
+    /// Probes `_log/<v>.json` for `v = after + 1, after + 2, ...` until one is missing,
+    /// so a refresh costs one failed open when nothing is new, however long the log.
+    /// (Opening the store lists the whole log once, which also detects gaps.)
+    pub fn commits_after(&self, after: Option<u64>) -> Result<Vec<Commit>, StorageError> {
+        let dir = self.inner.root.join(LOG_DIR);
+        let mut out = Vec::new();
+        for v in after.map_or(0, |v| v + 1).. {
+            let path = dir.join(log_name(v));
+            let text = match fs::read(&path) {
+                Ok(t) => t,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                Err(e) => return Err(StorageError::Io { path, source: e }),
+            };
+            out.push(parse_commit(&path, v, &text)?);
+        }
+        Ok(out)
     }
 
     fn read_log_from(&self, from: u64) -> Result<Vec<Commit>, StorageError> {
@@ -234,29 +283,40 @@ impl Store {
             }
             let path = dir.join(log_name(v));
             let text = fs::read(&path).map_err(io_err(&path))?;
-            let c: Commit = serde_json::from_slice(&text)
-                .map_err(|e| StorageError::CorruptLog { path: path.clone(), message: e.to_string() })?;
-            if c.version != v {
-                return Err(StorageError::CorruptLog { path, message: format!("says version {}", c.version) });
-            }
-            out.push(c);
+            out.push(parse_commit(&path, v, &text)?);
         }
         Ok(out)
     }
 
-    /// Durably commits batches (table name, batch) and source positions as one unit.
-    /// When this returns `Ok`, data and positions survive a crash or power loss.
+    /// Durably commits batches (table name, batch) and source positions as one unit,
+    /// at the next free version. When this returns `Ok`, data and positions survive a
+    /// crash or power loss.
     pub fn commit(
         &self,
         batches: &[(&str, RecordBatch)],
         sources: BTreeMap<String, i64>,
         committed_at: DateTime<Utc>,
     ) -> Result<CommitInfo, StorageError> {
-        let mut seq = self.inner.commit_lock.lock().expect("commit lock");
-        *seq += 1;
-        let file_tag = format!("{}-{}", self.inner.writer, *seq);
+        let staged = self.stage(batches)?;
+        for _attempt in 0..64 {
+            let after = self.refresh()?.version;
+            match self.publish(&staged, &sources, committed_at, after)? {
+                Publish::Committed(info) => return Ok(info),
+                Publish::Behind(_) => continue,
+            }
+        }
+        self.discard(staged);
+        Err(StorageError::Contention(64))
+    }
 
-        // 1. Data files, fsynced, in fsynced directories.
+    /// Step 1 of a commit: writes the data files, fsynced, in fsynced directories.
+    /// Nothing is visible until [`Store::publish`] names them in a commit record.
+    pub fn stage(&self, batches: &[(&str, RecordBatch)]) -> Result<Staged, StorageError> {
+        let tag = {
+            let mut seq = self.inner.commit_lock.lock().expect("commit lock");
+            *seq += 1;
+            format!("{}-{}", self.inner.writer, *seq)
+        };
         let mut files = Vec::new();
         let mut dirs: Vec<PathBuf> = Vec::new();
         let mut n = 0;
@@ -278,7 +338,7 @@ impl Store {
                     push_unique(&mut dirs, table_dir.clone());
                     push_unique(&mut dirs, self.inner.root.join(TABLES_DIR));
                 }
-                let rel = format!("{rel_dir}/{file_tag}-{n}.parquet");
+                let rel = format!("{rel_dir}/{tag}-{n}.parquet");
                 let path = self.inner.root.join(&rel);
                 let (bytes, lo, hi) = self.write_parquet(&path, &part, time_col)?;
                 push_unique(&mut dirs, dir);
@@ -295,50 +355,74 @@ impl Store {
         for d in &dirs {
             fsync_dir(d)?;
         }
+        Ok(Staged { tag, files })
+    }
 
-        // 2. The commit record, published atomically (put-if-absent).
+    /// Step 2 of a commit: publishes the commit record of staged files as version
+    /// `after + 1` (0 for `None`), and only then. If the log already holds commits after
+    /// `after` (another writer got there first), nothing is published and those commits
+    /// are returned, so that the caller can check them against its batch (e.g. for
+    /// duplicate event ids) and try again after them: optimistic concurrency, as in
+    /// Delta Lake. The record is published by hard-linking a fully written, fsynced
+    /// temporary file to its name; the link fails if the name exists (put-if-absent).
+    pub fn publish(
+        &self,
+        staged: &Staged,
+        sources: &BTreeMap<String, i64>,
+        committed_at: DateTime<Utc>,
+        after: Option<u64>,
+    ) -> Result<Publish, StorageError> {
+        let newer = self.commits_after(after)?;
+        if !newer.is_empty() {
+            self.refresh()?;
+            return Ok(Publish::Behind(newer));
+        }
+        let version = after.map_or(0, |v| v + 1);
+        let commit = Commit {
+            version,
+            writer: self.inner.writer.clone(),
+            committed_at,
+            add: staged.files.clone(),
+            remove: Vec::new(),
+            sources: sources.clone(),
+        };
         let log_dir = self.inner.root.join(LOG_DIR);
-        let tmp = log_dir.join(format!(".tmp-{file_tag}"));
-        for _attempt in 0..64 {
-            let snap = self.refresh()?;
-            let version = snap.version.map_or(0, |v| v + 1);
-            let commit = Commit {
-                version,
-                writer: self.inner.writer.clone(),
-                committed_at,
-                add: files.clone(),
-                remove: Vec::new(),
-                sources: sources.clone(),
-            };
-            let body = serde_json::to_vec(&commit).expect("commit serialises");
-            {
-                let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-                f.write_all(&body).map_err(io_err(&tmp))?;
-                f.sync_all().map_err(io_err(&tmp))?;
+        let tmp = log_dir.join(format!(".tmp-{}", staged.tag));
+        let body = serde_json::to_vec(&commit).expect("commit serialises");
+        {
+            let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+            f.write_all(&body).map_err(io_err(&tmp))?;
+            f.sync_all().map_err(io_err(&tmp))?;
+        }
+        let target = log_dir.join(log_name(version));
+        let linked = fs::hard_link(&tmp, &target);
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {
+                fsync_dir(&log_dir)?;
+                self.refresh()?;
+                debug!(version, files = staged.files.len(), "committed");
+                Ok(Publish::Committed(CommitInfo { version, files: staged.files.clone() }))
             }
-            let target = log_dir.join(log_name(version));
-            match fs::hard_link(&tmp, &target) {
-                Ok(()) => {
-                    fs::remove_file(&tmp).map_err(io_err(&tmp))?;
-                    fsync_dir(&log_dir)?;
-                    let mut next = (*snap).clone();
-                    next.apply(&commit);
-                    *self.inner.snapshot.write().expect("snapshot lock") = Arc::new(next);
-                    debug!(version, files = files.len(), "committed");
-                    return Ok(CommitInfo { version, files });
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    debug!(version, "version taken by another writer; retrying");
-                    continue;
-                }
-                Err(e) => {
-                    let _ = fs::remove_file(&tmp);
-                    return Err(StorageError::Io { path: target, source: e });
-                }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                debug!(version, "version taken by another writer");
+                let newer = self.commits_after(after)?;
+                self.refresh()?;
+                Ok(Publish::Behind(newer))
+            }
+            Err(e) => Err(StorageError::Io { path: target, source: e }),
+        }
+    }
+
+    /// Removes staged files that will never be published. Best effort: files that no
+    /// commit names are never read anyway (see [`Store::orphans`]).
+    pub fn discard(&self, staged: Staged) {
+        for f in staged.files {
+            let path = self.path_of(&f);
+            if let Err(e) = fs::remove_file(&path) {
+                warn!(path = %path.display(), error = %e, "could not remove a discarded data file");
             }
         }
-        let _ = fs::remove_file(&tmp);
-        Err(StorageError::Contention(64))
     }
 
     fn write_parquet(&self, path: &Path, batch: &RecordBatch, time_col: &str) -> Result<(u64, i64, i64), StorageError> {
@@ -424,6 +508,18 @@ fn push_unique(v: &mut Vec<PathBuf>, p: PathBuf) {
     if !v.contains(&p) {
         v.push(p);
     }
+}
+
+fn parse_commit(path: &Path, version: u64, text: &[u8]) -> Result<Commit, StorageError> {
+    let c: Commit = serde_json::from_slice(text)
+        .map_err(|e| StorageError::CorruptLog { path: path.to_path_buf(), message: e.to_string() })?;
+    if c.version != version {
+        return Err(StorageError::CorruptLog {
+            path: path.to_path_buf(),
+            message: format!("says version {}", c.version),
+        });
+    }
+    Ok(c)
 }
 
 fn log_name(version: u64) -> String {
@@ -528,6 +624,26 @@ mod tests {
         let snap = Store::open(dir.path(), "r").unwrap().snapshot();
         assert_eq!(snap.version, Some(39));
         assert_eq!(snap.rows(DEAD_LETTERS), 40, "every commit of both writers is visible once");
+    }
+
+    #[test]
+    fn publishing_after_a_stale_version_returns_the_newer_commits_instead() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Store::open(dir.path(), "a").unwrap();
+        let b = Store::open(dir.path(), "b").unwrap();
+        let staged = a.stage(&[(DEAD_LETTERS, letters(1, "2026-01-01T00:00:00Z"))]).unwrap();
+        b.commit(&[(DEAD_LETTERS, letters(2, "2026-01-01T00:00:00Z"))], BTreeMap::new(), Utc::now()).unwrap();
+
+        let Publish::Behind(newer) = a.publish(&staged, &BTreeMap::new(), Utc::now(), None).unwrap() else {
+            panic!("published over a commit it had not seen");
+        };
+        assert_eq!(newer.iter().map(|c| (c.version, c.writer.as_str())).collect::<Vec<_>>(), [(0, "b")]);
+        let Publish::Committed(info) = a.publish(&staged, &BTreeMap::new(), Utc::now(), Some(0)).unwrap() else {
+            panic!("nothing newer than version 0, yet not published");
+        };
+        assert_eq!(info.version, 1);
+        assert_eq!(a.snapshot().rows(DEAD_LETTERS), 3);
+        assert_eq!(b.refresh().unwrap().rows(DEAD_LETTERS), 3, "the other writer sees it after a refresh");
     }
 
     #[test]

@@ -135,6 +135,15 @@ impl Server {
         }
     }
 
+    /// The sum of every sample of a metric in `/metrics` (0 when absent).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self.client.get(format!("{}/metrics", self.base)).send().await.unwrap().text().await.unwrap();
+        text.lines()
+            .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with([' ', '{'])))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// SIGKILL: no chance to flush anything.
     pub fn kill9(&mut self) {
         self.child.kill().unwrap();
