@@ -2,7 +2,7 @@
 //! tuple. Counters merge by addition, so any period and any slice is a sum, and the
 //! ratio is computed last (never an average of ratios).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::{AddAssign, Range};
 use std::sync::Arc;
 
@@ -218,6 +218,77 @@ impl Counters {
     }
 }
 
+/// The scope of a live total: the whole country, or one province.
+pub type ScopeKey = Option<Arc<str>>;
+
+/// Running totals of every KPI over one period of whole hours, nationally and per
+/// province, kept up to date delta by delta. It remembers which (KPI, scope) totals
+/// changed since they were last taken, so that a push to wall displays costs
+/// O(changes), not a scan of the period's counters.
+#[derive(Debug, Clone, Default)]
+pub struct PeriodTotals {
+    hours: Range<HourBucket>,
+    totals: HashMap<(usize, ScopeKey), Count>,
+    dirty: HashSet<(usize, ScopeKey)>,
+}
+
+impl PeriodTotals {
+    /// Totals over `hours`, computed from `counters`; every total counts as changed.
+    pub fn new(hours: Range<HourBucket>, counters: &Counters) -> Self {
+        let mut t = Self { hours: hours.clone(), ..Self::default() };
+        for (kpi, by_hour) in counters.per_kpi.iter().enumerate() {
+            for by_dims in by_hour.range(hours.clone()).map(|(_, m)| m) {
+                for (dims, c) in by_dims {
+                    t.add(kpi, dims, *c);
+                }
+            }
+        }
+        t
+    }
+
+    pub fn hours(&self) -> Range<HourBucket> {
+        self.hours.clone()
+    }
+
+    /// Adds the part of a delta that falls inside the period.
+    pub fn apply(&mut self, delta: &CounterDelta) {
+        for ((kpi, hour, dims), c) in &delta.counts {
+            if self.hours.contains(hour) && !c.is_zero() {
+                self.add(*kpi, dims, *c);
+            }
+        }
+    }
+
+    fn add(&mut self, kpi: usize, dims: &DimValues, c: Count) {
+        let province = dims.0[Dim::ProvinceCode.index()].clone();
+        for scope in [None, province].into_iter().collect::<HashSet<_>>() {
+            *self.totals.entry((kpi, scope.clone())).or_default() += c;
+            self.dirty.insert((kpi, scope));
+        }
+    }
+
+    /// The current total of one KPI and scope.
+    pub fn get(&self, kpi: usize, scope: &ScopeKey) -> Count {
+        self.totals.get(&(kpi, scope.clone())).copied().unwrap_or_default()
+    }
+
+    /// Every total, e.g. for a snapshot.
+    pub fn all(&self) -> impl Iterator<Item = (usize, &ScopeKey, Count)> {
+        self.totals.iter().map(|((k, s), c)| (*k, s, *c))
+    }
+
+    /// The totals that changed since the last call, in a stable order.
+    pub fn take_changed(&mut self) -> Vec<(usize, ScopeKey, Count)> {
+        let mut out: Vec<(usize, ScopeKey, Count)> = self
+            .dirty
+            .drain()
+            .map(|(k, s)| (k, s.clone(), self.totals.get(&(k, s)).copied().unwrap_or_default()))
+            .collect();
+        out.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,6 +346,29 @@ mod tests {
                 ("2026-03-10T00:00:00+07:00".into(), Some("79".into()), Count::new(0, 1)),
             ]
         );
+    }
+
+    #[test]
+    fn period_totals_follow_deltas_inside_the_period_and_report_what_changed() {
+        let mut before = CounterDelta::default();
+        before.add(0, 5, dims("01", None), Count::new(1, 2));
+        before.add(0, 99, dims("01", None), Count::new(7, 7)); // outside the period
+        let mut c = Counters::new(2);
+        c.apply(&before);
+        let mut t = PeriodTotals::new(0..10, &c);
+        let national: ScopeKey = None;
+        let p01: ScopeKey = Some("01".into());
+        assert_eq!(t.get(0, &national), Count::new(1, 2));
+        assert_eq!(t.take_changed(), vec![(0, None, Count::new(1, 2)), (0, p01.clone(), Count::new(1, 2))]);
+        assert!(t.take_changed().is_empty(), "nothing changed since");
+
+        let mut late = CounterDelta::default();
+        late.add(1, 3, dims("79", None), Count::new(0, 1)); // a late event in a past hour
+        late.add(1, 10, dims("79", None), Count::new(5, 5)); // the next period
+        t.apply(&late);
+        let p79: ScopeKey = Some("79".into());
+        assert_eq!(t.take_changed(), vec![(1, None, Count::new(0, 1)), (1, p79.clone(), Count::new(0, 1))]);
+        assert_eq!(t.get(0, &p01), Count::new(1, 2), "other scopes untouched");
     }
 
     proptest! {

@@ -5,12 +5,14 @@
 //!
 //! - [`event`]: the event model of CONTRACT.md §1 and its validation;
 //! - [`admin`]: the reference data (34 provinces, 3,321 communes);
+//! - [`alert`]: alert rules and the pure alert state machine (`step`);
 //! - [`catalog`]: the KPI catalog (data, not code) and targets;
 //! - [`time`]: Vietnam-time calendar buckets;
 //! - [`counters`]: additive counters per KPI, hour and dimension tuple;
 //! - [`open_dossiers`]: the state behind the `overdue_open` gauge.
 
 pub mod admin;
+pub mod alert;
 pub mod catalog;
 pub mod counters;
 pub mod event;
