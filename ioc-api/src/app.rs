@@ -15,11 +15,16 @@ use ioc_query::{KpiEngine, SqlEngine};
 use ioc_storage::Store;
 use prometheus::{Encoder, Registry, TextEncoder};
 use serde_json::json;
+use tokio::sync::watch;
 
+use crate::alerts::AlertEngine;
 use crate::audit::AuditLog;
 use crate::auth::{Permission, Principal, Token, authenticate};
+use crate::config::WsSettings;
 use crate::error::ApiError;
-use crate::{dashboard, events, kpis, sql};
+use crate::live::Hub;
+use crate::ws::WsMetrics;
+use crate::{alerts, dashboard, events, kpis, sql, ws};
 
 /// Everything handlers need; cheap to clone.
 #[derive(Clone)]
@@ -38,6 +43,12 @@ pub struct AppState {
     pub kafka: Option<ioc_ingest::kafka::KafkaMetrics>,
     /// Distinguishes request ids across restarts.
     pub boot_id: String,
+    pub hub: Arc<Hub>,
+    pub alerts: Arc<AlertEngine>,
+    pub ws: WsSettings,
+    pub ws_metrics: WsMetrics,
+    /// Turns true on graceful shutdown (websockets then send a close frame).
+    pub shutdown: watch::Receiver<bool>,
 }
 
 impl AppState {
@@ -50,6 +61,9 @@ pub fn app(state: AppState) -> Router {
     let read = Router::new()
         .route("/api/v1/kpis", get(kpis::list))
         .route("/api/v1/kpis/{id}", get(kpis::series))
+        .route("/api/v1/ws", get(ws::handler))
+        .route("/api/v1/alerts", get(alerts::list))
+        .route("/api/v1/alert-rules", get(alerts::rules))
         .route_layer(middleware::from_fn_with_state((state.clone(), Permission::Read), require));
     let sql = Router::new()
         .route("/api/v1/sql", post(sql::run))

@@ -42,6 +42,27 @@ pub struct FileConfig {
     pub tokens: Vec<FileToken>,
     #[serde(default)]
     pub sql: FileSql,
+    #[serde(default)]
+    pub ws: FileWs,
+    #[serde(default)]
+    pub alerts: FileAlerts,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileWs {
+    pub ping_interval_secs: Option<u64>,
+    pub timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAlerts {
+    pub rules: Option<PathBuf>,
+    pub webhook_url: Option<String>,
+    pub eval_interval_secs: Option<u64>,
+    pub stale_after_secs: Option<u64>,
+    pub external_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -89,6 +110,34 @@ pub struct Overrides {
     pub sql_memory_limit_mb: Option<usize>,
     pub sql_timeout_secs: Option<u64>,
     pub sql_max_rows: Option<usize>,
+    pub ws_ping_interval_secs: Option<u64>,
+    pub ws_timeout_secs: Option<u64>,
+    pub alert_rules: Option<PathBuf>,
+    pub alert_webhook_url: Option<String>,
+    pub alert_eval_interval_secs: Option<u64>,
+    pub alert_stale_after_secs: Option<u64>,
+}
+
+/// Websocket keep-alive: a ping every `ping_interval`; a client that sends no pong,
+/// or does not take a message, within `timeout` is too slow and is disconnected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WsSettings {
+    pub ping_interval: Duration,
+    pub timeout: Duration,
+}
+
+/// Where alert rules come from and where notifications go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertSettings {
+    /// A TOML rules file; without one, one national rule per ratio KPI at its target.
+    pub rules: Option<PathBuf>,
+    /// An Alertmanager-compatible webhook receiver (version 4 payloads).
+    pub webhook_url: Option<String>,
+    pub eval_interval: Duration,
+    /// With no committed event for this long, alerts are `stale` and nothing fires.
+    pub stale_after: Duration,
+    /// The base URL of this server as users reach it, for links in notifications.
+    pub external_url: Option<String>,
 }
 
 /// The resolved settings.
@@ -107,6 +156,8 @@ pub struct Settings {
     pub dedupe_window_days: u32,
     pub tokens: Vec<Token>,
     pub sql: SqlLimits,
+    pub ws: WsSettings,
+    pub alerts: AlertSettings,
 }
 
 pub const DEFAULT_HTTP: &str = "127.0.0.1:8080";
@@ -179,6 +230,50 @@ impl Settings {
         if sql.memory_bytes == 0 || sql.timeout.is_zero() || sql.max_rows == 0 || sql.max_concurrent == 0 {
             return Err(ConfigError::Invalid { key: "sql", message: "SQL limits must be positive".into() });
         }
+        let secs = |key: &'static str, v: Option<u64>, default: u64| -> Result<Duration, ConfigError> {
+            match v.unwrap_or(default) {
+                0 => Err(ConfigError::Invalid { key, message: "must be at least 1 second".into() }),
+                n => Ok(Duration::from_secs(n)),
+            }
+        };
+        let ws = WsSettings {
+            ping_interval: secs(
+                "--ws-ping-interval-secs / IOC_WS_PING_INTERVAL_SECS / ws.ping_interval_secs",
+                o.ws_ping_interval_secs.or(f.ws.ping_interval_secs),
+                15,
+            )?,
+            timeout: secs(
+                "--ws-timeout-secs / IOC_WS_TIMEOUT_SECS / ws.timeout_secs",
+                o.ws_timeout_secs.or(f.ws.timeout_secs),
+                45,
+            )?,
+        };
+        let webhook_url = o.alert_webhook_url.or(f.alerts.webhook_url).filter(|u| !u.trim().is_empty());
+        if let Some(url) = &webhook_url
+            && !url.starts_with("http://")
+        {
+            return Err(ConfigError::Invalid {
+                key: "--alert-webhook-url / IOC_ALERT_WEBHOOK_URL / alerts.webhook_url",
+                message: format!(
+                    "`{url}` is not an http:// URL (receivers are reached over plain HTTP, e.g. a local Alertmanager)"
+                ),
+            });
+        }
+        let alerts = AlertSettings {
+            rules: o.alert_rules.or(f.alerts.rules),
+            webhook_url,
+            eval_interval: secs(
+                "--alert-eval-interval-secs / IOC_ALERT_EVAL_INTERVAL_SECS / alerts.eval_interval_secs",
+                o.alert_eval_interval_secs.or(f.alerts.eval_interval_secs),
+                15,
+            )?,
+            stale_after: secs(
+                "--alert-stale-after-secs / IOC_ALERT_STALE_AFTER_SECS / alerts.stale_after_secs",
+                o.alert_stale_after_secs.or(f.alerts.stale_after_secs),
+                3600,
+            )?,
+            external_url: f.alerts.external_url,
+        };
         Ok(Self {
             data_dir: o.data_dir.or(f.data_dir).unwrap_or_else(|| PathBuf::from(default_data_dir)),
             http,
@@ -193,6 +288,8 @@ impl Settings {
             dedupe_window_days,
             tokens,
             sql,
+            ws,
+            alerts,
         })
     }
 
@@ -247,6 +344,15 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("dedupe_window_days"), "{err}");
+    }
+
+    #[test]
+    fn the_shipped_example_config_is_valid() {
+        let text = include_str!("../../deploy/ioc.example.toml");
+        let file: FileConfig = toml::from_str(text).unwrap();
+        let s = Settings::resolve(Overrides::default(), file, "d").unwrap();
+        assert_eq!(s.ws.timeout, Duration::from_secs(45));
+        assert_eq!(s.alerts.stale_after, Duration::from_secs(3600));
     }
 
     #[test]

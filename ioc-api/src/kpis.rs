@@ -54,7 +54,7 @@ fn scoped_province(who: &Principal, asked: Option<&String>, state: &AppState) ->
     }
 }
 
-fn kpi_json(v: &KpiValue, period: Period) -> Value {
+pub fn kpi_json(v: &KpiValue, period: Period) -> Value {
     let gauge = v.def.kind_name() == "gauge";
     json!({
         "id": v.def.id,

@@ -4,8 +4,12 @@
 //! - [`events`], [`kpis`], [`sql`]: the REST handlers;
 //! - [`auth`]: bearer tokens and roles; [`audit`]: the SQL audit log;
 //! - [`config`]: flags, `IOC_*` variables and the TOML config file;
+//! - [`live`]: the hub that computes KPI changes once and fans them out;
+//!   [`ws`]: the websocket endpoint; [`alerts`]: alert evaluation, history and the
+//!   webhook;
 //! - [`server`]: wiring and graceful shutdown; [`dashboard`]: the embedded page.
 
+pub mod alerts;
 pub mod app;
 pub mod audit;
 pub mod auth;
@@ -15,5 +19,7 @@ pub mod error;
 pub mod events;
 pub mod json;
 pub mod kpis;
+pub mod live;
 pub mod server;
 pub mod sql;
+pub mod ws;

@@ -43,7 +43,7 @@ enum Command {
     Sql(SqlArgs),
 }
 
-#[derive(Args, Clone)]
+#[derive(Args, Clone, Default)]
 struct Common {
     /// TOML config file; its keys mirror these flags.
     #[arg(long, env = "IOC_CONFIG")]
@@ -92,6 +92,26 @@ struct Common {
     /// Row cap per SQL query [default: 10000].
     #[arg(long, env = "IOC_SQL_MAX_ROWS")]
     sql_max_rows: Option<usize>,
+    /// Seconds between websocket pings [default: 15].
+    #[arg(long, env = "IOC_WS_PING_INTERVAL_SECS")]
+    ws_ping_interval_secs: Option<u64>,
+    /// A websocket client that answers no ping or takes no message for this many
+    /// seconds is disconnected as too slow [default: 45].
+    #[arg(long, env = "IOC_WS_TIMEOUT_SECS")]
+    ws_timeout_secs: Option<u64>,
+    /// Alert rules file (TOML) [default: one national rule per ratio KPI at its target].
+    #[arg(long, env = "IOC_ALERT_RULES")]
+    alert_rules: Option<PathBuf>,
+    /// Alertmanager-compatible webhook that receives firing and resolved alerts.
+    #[arg(long, env = "IOC_ALERT_WEBHOOK_URL")]
+    alert_webhook_url: Option<String>,
+    /// Seconds between alert evaluations [default: 15].
+    #[arg(long, env = "IOC_ALERT_EVAL_INTERVAL_SECS")]
+    alert_eval_interval_secs: Option<u64>,
+    /// Alerts are stale, and never fire, when no event was committed for this many
+    /// seconds [default: 3600].
+    #[arg(long, env = "IOC_ALERT_STALE_AFTER_SECS")]
+    alert_stale_after_secs: Option<u64>,
 }
 
 #[derive(Args)]
@@ -171,6 +191,12 @@ fn settings(c: &Common) -> Result<Settings, ConfigError> {
         sql_memory_limit_mb: c.sql_memory_limit_mb,
         sql_timeout_secs: c.sql_timeout_secs,
         sql_max_rows: c.sql_max_rows,
+        ws_ping_interval_secs: c.ws_ping_interval_secs,
+        ws_timeout_secs: c.ws_timeout_secs,
+        alert_rules: c.alert_rules.clone(),
+        alert_webhook_url: c.alert_webhook_url.clone(),
+        alert_eval_interval_secs: c.alert_eval_interval_secs,
+        alert_stale_after_secs: c.alert_stale_after_secs,
     };
     Settings::resolve(overrides, file, DEFAULT_DATA_DIR)
 }
@@ -218,6 +244,7 @@ async fn run_server(c: Common, demo: bool) -> Result<()> {
     match server::run(s, mode, shutdown_signal()).await {
         Ok(()) => Ok(()),
         Err(ServerError::Config(e)) => Err(UsageError(e.to_string()).into()),
+        Err(ServerError::Alerts(e)) if e.is_config() => Err(UsageError(e.to_string()).into()),
         Err(e) => Err(e.into()),
     }
 }
@@ -361,23 +388,7 @@ async fn produce_to_kafka(
 }
 
 async fn run_sql(a: SqlArgs) -> Result<()> {
-    let common = Common {
-        config: a.config.clone(),
-        data_dir: a.data_dir.clone(),
-        http: None,
-        pg: None,
-        kafka_brokers: None,
-        kafka_topics: None,
-        kafka_group: None,
-        kafka_assignment: None,
-        catalog: None,
-        rate: None,
-        body_limit_bytes: None,
-        dedupe_window_days: None,
-        sql_memory_limit_mb: None,
-        sql_timeout_secs: None,
-        sql_max_rows: None,
-    };
+    let common = Common { config: a.config.clone(), data_dir: a.data_dir.clone(), ..Common::default() };
     let s = settings(&common).map_err(|e| UsageError(e.to_string()))?;
     let root = s.data_dir.join("store");
     if !root.join("_log").is_dir() {

@@ -20,9 +20,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::alerts::{AlertEngine, AlertError};
 use crate::app::{AppState, app};
 use crate::audit::AuditLog;
 use crate::config::{ConfigError, Settings};
+use crate::live::Hub;
+use crate::ws::WsMetrics;
 
 #[derive(Debug, Error)]
 pub enum ServerError {
@@ -39,6 +42,8 @@ pub enum ServerError {
     Io { what: String, source: std::io::Error },
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Alerts(#[from] AlertError),
 }
 
 /// What to run besides the API.
@@ -82,7 +87,8 @@ pub async fn run(
     let _ = store.orphans()?;
     let admin = admin_units_table(&units);
     let kpis = Arc::new(KpiEngine::new(catalog, store.clone(), admin.clone())?);
-    kpis.rebuild()?;
+    let snapshot = store.snapshot();
+    kpis.rebuild(&snapshot)?;
 
     let registry = Registry::new();
     let metrics = IngestMetrics::register(&registry)?;
@@ -92,6 +98,7 @@ pub async fn run(
     };
     let (ingestor, writer_thread) = pipeline::start(
         store.clone(),
+        &snapshot,
         units.clone(),
         vec![kpis.clone()],
         metrics,
@@ -99,11 +106,17 @@ pub async fn run(
     )?;
     let audit =
         AuditLog::open(&settings.data_dir).map_err(|source| ServerError::Io { what: "audit log".into(), source })?;
+    let hub = Arc::new(Hub::new(4096));
+    let alerts = Arc::new(
+        AlertEngine::open(&settings.alerts, kpis.catalog(), &units, &settings.data_dir, &registry)?
+            .with_webhook(stop_rx.clone()),
+    );
+    let ws_metrics = WsMetrics::register(&registry)?;
     let state = AppState {
         store: store.clone(),
         units: units.clone(),
         ingestor: ingestor.clone(),
-        kpis,
+        kpis: kpis.clone(),
         sql: SqlEngine::new(store.clone(), admin, settings.sql.clone()),
         registry,
         tokens: Arc::new(settings.tokens.clone()),
@@ -112,6 +125,11 @@ pub async fn run(
         requests: Arc::new(AtomicU64::new(0)),
         kafka: kafka_metrics.clone(),
         boot_id: format!("{:x}", Utc::now().timestamp_millis()),
+        hub: hub.clone(),
+        alerts: alerts.clone(),
+        ws: settings.ws,
+        ws_metrics: ws_metrics.clone(),
+        shutdown: stop_rx.clone(),
     };
 
     let listener = TcpListener::bind(settings.http)
@@ -130,6 +148,11 @@ pub async fn run(
         }
         _ => None,
     };
+    // Other instances may share the store (scale-out): fold their commits in even
+    // while this one ingests nothing.
+    let sync = tokio::spawn(sync_with_other_writers(ingestor.clone(), stop_rx.clone()));
+    let hub_task = tokio::spawn(hub.clone().run(kpis.clone(), stop_rx.clone()));
+    let alert_task = tokio::spawn(alerts.clone().run(kpis.clone(), hub.clone(), stop_rx.clone()));
     let simulator = match mode {
         Mode::Demo { rate } => Some(tokio::spawn(simulate_live(ingestor.clone(), units, rate, stop_rx.clone()))),
         Mode::Serve => None,
@@ -149,6 +172,15 @@ pub async fn run(
     if let Some(sim) = simulator {
         let _ = sim.await;
     }
+    let _ = sync.await;
+    let _ = hub_task.await;
+    let _ = alert_task.await;
+    // Upgraded websockets outlive the HTTP server's graceful shutdown: give each a
+    // moment to send its close frame.
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while ws_metrics.open() > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     if let Some(k) = kafka {
         match k.await {
             Ok(Err(e)) => warn!(error = %e, "Kafka consumer failed"),
@@ -162,6 +194,21 @@ pub async fn run(
     Ok(())
 }
 
+/// Asks the writer once a second to fold in commits by other writers.
+async fn sync_with_other_writers(ingestor: Ingestor, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
+        }
+        if let Err(e) = ingestor.sync().await {
+            warn!(error = %e, "could not fold in other writers' commits");
+        }
+    }
+}
+
 /// The demo's live event stream: `rate` events per second, committed once a second
 /// (one commit per tick keeps the number of small files down), stamped with the
 /// current time.
@@ -172,7 +219,7 @@ async fn simulate_live(ingestor: Ingestor, units: Arc<AdminUnits>, rate: u32, mu
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = stop.wait_for(|s| *s) => break,
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
         }
         carry += f64::from(rate);
         let n = carry.floor() as usize;

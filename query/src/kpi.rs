@@ -20,12 +20,14 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 use ioc_core::catalog::{Catalog, Gauge, KpiDef, KpiKind};
-use ioc_core::counters::{Count, CounterDelta, Counters, Dim, DimFilter, DimValue, DimValues, SeriesKey};
+use ioc_core::counters::{
+    Count, CounterDelta, Counters, Dim, DimFilter, DimValue, DimValues, PeriodTotals, ScopeKey, SeriesKey,
+};
 use ioc_core::event::Family;
 use ioc_core::open_dossiers::OpenDossiers;
-use ioc_core::time::{Bucket, hour_of, hour_start};
+use ioc_core::time::{Bucket, hour_of, hour_start, start_of_month};
 use ioc_ingest::{CommitListener, Committed};
-use ioc_storage::{Store, family_schema};
+use ioc_storage::{Snapshot, Store, family_schema};
 use thiserror::Error;
 use tracing::{info, warn};
 
@@ -60,6 +62,11 @@ struct Live {
     counters: Counters,
     open: OpenDossiers,
     version: Option<u64>,
+    /// When the newest commit with events folded in was made.
+    as_of: Option<DateTime<Utc>>,
+    /// Running totals of the current month (Vietnam time) for live pushes; created on
+    /// first use and rebuilt from the counters when the month turns.
+    month: Option<PeriodTotals>,
 }
 
 /// A period `[from, to)`.
@@ -153,11 +160,10 @@ impl KpiEngine {
         self.live.read().expect("live lock").version
     }
 
-    /// Rebuilds the live state from every committed file. Exact: the state is a pure
-    /// sum over committed batches.
-    pub fn rebuild(&self) -> Result<(), KpiError> {
+    /// Rebuilds the live state from every file of a snapshot. Exact: the state is a
+    /// pure sum over committed batches. Later commits arrive through [`CommitListener`].
+    pub fn rebuild(&self, snap: &Snapshot) -> Result<(), KpiError> {
         let started = std::time::Instant::now();
-        let snap = self.store.snapshot();
         let mut delta = CounterDelta::default();
         let mut open = OpenDossiers::default();
         let mut rows = 0u64;
@@ -174,7 +180,8 @@ impl KpiEngine {
         }
         let mut counters = Counters::new(self.catalog.len());
         counters.apply(&delta);
-        *self.live.write().expect("live lock") = Live { counters, open, version: snap.version };
+        let as_of = snap.history.last().map(|(_, at, _)| *at);
+        *self.live.write().expect("live lock") = Live { counters, open, version: snap.version, as_of, month: None };
         info!(rows, ms = started.elapsed().as_millis() as u64, version = ?snap.version, "KPI counters rebuilt from storage");
         Ok(())
     }
@@ -223,12 +230,50 @@ impl KpiEngine {
         }
         let mut live = self.live.write().expect("live lock");
         live.counters.apply(&delta);
+        if let Some(month) = live.month.as_mut() {
+            month.apply(&delta);
+        }
         for (family, batch) in &committed.batches {
             if *family == Family::Dossier {
                 track_open(&mut live.open, batch);
             }
         }
         live.version = Some(committed.version);
+        if !committed.batches.is_empty() {
+            live.as_of = live.as_of.max(Some(committed.committed_at));
+        }
+    }
+
+    /// When the newest commit with events that the live state covers was made.
+    pub fn as_of(&self) -> Option<DateTime<Utc>> {
+        self.live.read().expect("live lock").as_of
+    }
+
+    /// The month (Vietnam time) that contains `now`, and the totals of every ratio KPI
+    /// over it, nationally and per province, that changed since the last call (all of
+    /// them on the first call and when the month turns). Late events in past hours of
+    /// the month change totals too. Exactly what `list` answers for the month, since
+    /// both are sums of the same counters.
+    pub fn take_month_changes(&self, now: DateTime<Utc>) -> (Period, Vec<(usize, ScopeKey, Count)>) {
+        let from = start_of_month(now);
+        let to = Bucket::Month.next(from);
+        let hours = hour_of(from.to_utc())..hour_of(to.to_utc());
+        let mut live = self.live.write().expect("live lock");
+        if live.month.as_ref().is_none_or(|m| m.hours() != hours) {
+            live.month = Some(PeriodTotals::new(hours, &live.counters));
+        }
+        let changed = live.month.as_mut().map(PeriodTotals::take_changed).unwrap_or_default();
+        (Period { from: from.to_utc(), to: to.to_utc() }, changed)
+    }
+
+    /// The dossiers overdue at `now`, nationally and per province.
+    pub fn overdue_by_scope(&self, now: DateTime<Utc>) -> Vec<(ScopeKey, u64)> {
+        let live = self.live.read().expect("live lock");
+        let by_province = live.open.overdue(now, &DimFilter::default(), &[Dim::ProvinceCode]);
+        let mut out: Vec<(ScopeKey, u64)> = vec![(None, by_province.values().sum())];
+        out.extend(by_province.into_iter().filter_map(|(k, n)| Some((Some(k.into_iter().next()??), n))));
+        out.sort();
+        out
     }
 
     fn check_dims(&self, def: &KpiDef, dims: impl Iterator<Item = Dim>) -> Result<(), KpiError> {

@@ -1,0 +1,336 @@
+//! `GET /api/v1/ws`: live KPI values and alert changes for wall displays
+//! (CONTRACT.md §3).
+//!
+//! The client subscribes with `{"op": "subscribe", "kpis": ["*"] | [ids], "group_by":
+//! null | "province_code"}`, and may do so again at any time to change what it gets.
+//! Each subscription is answered with a `snapshot`; then `kpi` messages follow as values
+//! change (at most one per KPI and scope per 250 ms: the hub's tick), and `alert`
+//! messages on every alert state change. `seq` counts every message on the connection,
+//! from 1, with no gap.
+//!
+//! A connection never holds anything up: it reads the hub's broadcast into its own
+//! queue, which keeps only the latest value per KPI and scope (alerts are kept in order,
+//! up to a bound). If it falls behind the broadcast, it catches up from the hub's latest
+//! values. A client that takes no message, or answers no ping, within the configured
+//! timeout is disconnected with close code 1008 and a reason.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Extension, State};
+use axum::response::Response;
+use chrono::Utc;
+use futures::{Sink, SinkExt, Stream, StreamExt};
+use ioc_core::catalog::{Catalog, KpiKind};
+use ioc_core::counters::{Count, ScopeKey};
+use ioc_core::time::vn_year;
+use ioc_query::KpiValue;
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::broadcast::error::RecvError;
+use tracing::debug;
+
+use crate::app::AppState;
+use crate::auth::Principal;
+use crate::config::WsSettings;
+use crate::kpis::kpi_json;
+use crate::live::{KpiUpdate, Push, UpdateKey, scope_json};
+
+/// Close code for a client that cannot keep up (policy violation).
+pub const CLOSE_TOO_SLOW: u16 = 1008;
+/// Close code on server shutdown (going away).
+pub const CLOSE_SHUTDOWN: u16 = 1001;
+/// Alert changes a client may have queued before it counts as too slow.
+const MAX_QUEUED_ALERTS: usize = 1024;
+
+/// Websocket metrics, defined with their log lines.
+#[derive(Clone)]
+pub struct WsMetrics {
+    clients: IntGauge,
+    messages: IntCounterVec,
+    disconnects: IntCounterVec,
+}
+
+impl WsMetrics {
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let m = Self {
+            clients: IntGauge::new("ioc_ws_clients", "Open websocket connections")?,
+            messages: IntCounterVec::new(
+                Opts::new("ioc_ws_messages_total", "Messages sent to websocket clients, by type"),
+                &["type"],
+            )?,
+            disconnects: IntCounterVec::new(
+                Opts::new("ioc_ws_disconnects_total", "Websocket connections ended, by reason"),
+                &["reason"],
+            )?,
+        };
+        registry.register(Box::new(m.clients.clone()))?;
+        registry.register(Box::new(m.messages.clone()))?;
+        registry.register(Box::new(m.disconnects.clone()))?;
+        Ok(m)
+    }
+
+    /// Open connections now.
+    pub fn open(&self) -> i64 {
+        self.clients.get()
+    }
+
+    fn ended(&self, reason: &'static str) {
+        debug!(reason, "websocket connection ended");
+        self.disconnects.with_label_values(&[reason]).inc();
+    }
+}
+
+pub async fn handler(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    ws.on_upgrade(move |socket: WebSocket| async move {
+        let (sink, stream) = socket.split();
+        state.ws_metrics.clients.inc();
+        serve(&state, &who, sink, stream).await;
+        state.ws_metrics.clients.dec();
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum ClientMessage {
+    Subscribe {
+        kpis: Vec<String>,
+        #[serde(default)]
+        group_by: Option<String>,
+    },
+}
+
+/// What one connection wants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Subscription {
+    /// `None`: every KPI.
+    kpis: Option<HashSet<String>>,
+    by_province: bool,
+    /// A province-scoped token sees that province only.
+    only_province: Option<String>,
+}
+
+impl Subscription {
+    fn parse(text: &str, catalog: &Catalog, who: &Principal) -> Result<Self, (&'static str, String)> {
+        let msg: ClientMessage =
+            serde_json::from_str(text).map_err(|e| ("invalid_message", format!("expected a subscribe op: {e}")))?;
+        let ClientMessage::Subscribe { kpis, group_by } = msg;
+        let kpis = if kpis.iter().any(|k| k == "*") {
+            None
+        } else {
+            if let Some(bad) = kpis.iter().find(|k| catalog.get(k).is_none()) {
+                return Err(("unknown_kpi", format!("unknown KPI `{bad}`")));
+            }
+            Some(kpis.into_iter().collect())
+        };
+        let by_province = match group_by.as_deref() {
+            None => false,
+            Some("province_code") => true,
+            Some(other) => {
+                return Err(("invalid_group_by", format!("group_by `{other}` is not null or \"province_code\"")));
+            }
+        };
+        Ok(Self { kpis, by_province, only_province: who.province.clone() })
+    }
+
+    fn wants(&self, u: &KpiUpdate) -> bool {
+        if self.kpis.as_ref().is_some_and(|k| !k.contains(u.id.as_ref())) {
+            return false;
+        }
+        match (&u.scope, &self.only_province) {
+            (None, None) => true,
+            (None, Some(_)) => false,
+            (Some(p), Some(only)) => p.as_ref() == only,
+            (Some(_), None) => self.by_province,
+        }
+    }
+}
+
+/// Why a connection ended (a metrics label), and the close frame to send, if any.
+type Ending = (&'static str, Option<(u16, &'static str)>);
+
+/// Serves one connection until it ends, closing it properly; returns why it ended.
+pub async fn serve<S, R>(state: &AppState, who: &Principal, mut sink: S, mut stream: R) -> &'static str
+where
+    S: Sink<Message> + Unpin,
+    R: Stream<Item = Result<Message, axum::Error>> + Unpin,
+{
+    let (label, close) = session(state, who, &mut sink, &mut stream).await;
+    state.ws_metrics.ended(label);
+    if let Some((code, reason)) = close {
+        goodbye(&mut sink, &mut stream, code, reason).await;
+    }
+    label
+}
+
+async fn session<S, R>(state: &AppState, who: &Principal, sink: &mut S, stream: &mut R) -> Ending
+where
+    S: Sink<Message> + Unpin,
+    R: Stream<Item = Result<Message, axum::Error>> + Unpin,
+{
+    let WsSettings { ping_interval, timeout } = state.ws;
+    let mut rx = state.hub.subscribe();
+    let mut stop = state.shutdown.clone();
+    let mut seq = 0u64;
+    let mut sub: Option<Subscription> = None;
+    let mut values: BTreeMap<UpdateKey, Arc<KpiUpdate>> = BTreeMap::new();
+    let mut alerts: VecDeque<Arc<Value>> = VecDeque::new();
+    let mut ping = tokio::time::interval(ping_interval);
+    ping.reset();
+    let mut last_pong = Instant::now();
+
+    macro_rules! send {
+        ($msg:expr, $kind:expr) => {
+            match tokio::time::timeout(timeout, sink.send(Message::Text($msg.to_string().into()))).await {
+                Ok(Ok(())) => state.ws_metrics.messages.with_label_values(&[$kind]).inc(),
+                Ok(Err(_)) => return ("closed", None),
+                Err(_) => return ("too_slow", Some((CLOSE_TOO_SLOW, "too slow: a message was not taken in time"))),
+            }
+        };
+    }
+
+    loop {
+        // Send what is queued: alerts in order, then the latest value of each KPI.
+        while let Some(alert) = alerts.pop_front() {
+            seq += 1;
+            send!(json!({"type": "alert", "seq": seq, "alert": *alert}), "alert");
+        }
+        while let Some((_, update)) = values.pop_first() {
+            seq += 1;
+            send!(update.message(seq), "kpi");
+        }
+        tokio::select! {
+            msg = stream.next() => match msg {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return ("closed", None),
+                Some(Ok(Message::Pong(_))) => last_pong = Instant::now(),
+                Some(Ok(Message::Text(text))) => {
+                    last_pong = Instant::now();
+                    match Subscription::parse(&text, state.kpis.catalog(), who) {
+                        Ok(s) => {
+                            values.clear();
+                            seq += 1;
+                            let snapshot = snapshot(state, &s, seq);
+                            sub = Some(s);
+                            send!(snapshot, "snapshot");
+                        }
+                        Err((code, message)) => {
+                            seq += 1;
+                            send!(json!({"type": "error", "seq": seq, "error": {"code": code, "message": message}}), "error");
+                        }
+                    }
+                }
+                Some(Ok(_)) => last_pong = Instant::now(),
+            },
+            push = rx.recv() => match push {
+                Ok(Push::Kpi(u)) => {
+                    if sub.as_ref().is_some_and(|s| s.wants(&u)) {
+                        values.insert(u.key(), u);
+                    }
+                }
+                Ok(Push::Alert(a)) => {
+                    if sub.is_some() {
+                        alerts.push_back(a);
+                        if alerts.len() > MAX_QUEUED_ALERTS {
+                            return ("too_slow", Some((CLOSE_TOO_SLOW, "too slow: too many alerts queued")));
+                        }
+                    }
+                }
+                // Fell behind the broadcast: the latest values say everything missed
+                // (alert changes are also in GET /api/v1/alerts).
+                Err(RecvError::Lagged(_)) => {
+                    if let Some(s) = &sub {
+                        for u in state.hub.latest().into_iter().filter(|u| s.wants(u)) {
+                            values.insert(u.key(), u);
+                        }
+                    }
+                }
+                Err(RecvError::Closed) => return ("shutdown", Some((CLOSE_SHUTDOWN, "server shutting down"))),
+            },
+            _ = ping.tick() => {
+                if last_pong.elapsed() > timeout {
+                    return ("too_slow", Some((CLOSE_TOO_SLOW, "too slow: no answer to pings")));
+                }
+                match tokio::time::timeout(timeout, sink.send(Message::Ping(Vec::new().into()))).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return ("closed", None),
+                    Err(_) => return ("too_slow", Some((CLOSE_TOO_SLOW, "too slow: a ping was not taken in time"))),
+                }
+            }
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+                return ("shutdown", Some((CLOSE_SHUTDOWN, "server shutting down")));
+            }
+        }
+    }
+}
+
+/// The closing handshake: sends a close frame, then keeps reading (and discarding)
+/// until the client answers with its own, for a moment at most. Dropping the socket at
+/// once would make the kernel answer a late pong with a reset, and a client that reads
+/// late would lose the close frame and its reason.
+async fn goodbye<S, R>(sink: &mut S, stream: &mut R, code: u16, reason: &'static str)
+where
+    S: Sink<Message> + Unpin,
+    R: Stream<Item = Result<Message, axum::Error>> + Unpin,
+{
+    let frame = Message::Close(Some(CloseFrame { code, reason: reason.into() }));
+    if tokio::time::timeout(Duration::from_secs(1), sink.send(frame)).await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(Ok(m)) = stream.next().await {
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// The subscribed KPIs for the month to date, as `GET /api/v1/kpis` lists them, from the
+/// hub's latest values (the same sums): nationally, or for the token's province; with
+/// `group_by`, also one entry per province with data. Each entry has its `scope`.
+fn snapshot(state: &AppState, sub: &Subscription, seq: u64) -> Value {
+    let period = crate::kpis::period(&Default::default(), Utc::now()).expect("the default period is valid");
+    let catalog = state.kpis.catalog();
+    let latest: BTreeMap<UpdateKey, Arc<KpiUpdate>> = state.hub.latest().into_iter().map(|u| (u.key(), u)).collect();
+    let home: ScopeKey = sub.only_province.as_deref().map(Into::into);
+    let mut scopes = vec![home.clone()];
+    if sub.by_province && home.is_none() {
+        let mut provinces: Vec<ScopeKey> = latest.keys().filter_map(|(_, s)| s.clone()).map(Some).collect();
+        provinces.sort();
+        provinces.dedup();
+        scopes.extend(provinces);
+    }
+    let mut kpis = Vec::new();
+    for scope in &scopes {
+        for def in catalog.kpis() {
+            if sub.kpis.as_ref().is_some_and(|k| !k.contains(&def.id)) {
+                continue;
+            }
+            let found = latest.get(&(def.id.as_str().into(), scope.clone()));
+            if scope.is_some() && home.is_none() && found.is_none() {
+                continue;
+            }
+            let gauge = matches!(def.kind, KpiKind::Gauge(_));
+            let count = found.map_or(Count::default(), |u| Count::new(u.numerator, u.denominator.unwrap_or(0)));
+            let value = if gauge { Some(count.numerator as f64) } else { count.ratio() };
+            let v = KpiValue {
+                def: def.clone(),
+                target: def.target_for(scope.as_deref(), vn_year(period.from)),
+                count,
+                value,
+            };
+            let mut entry = kpi_json(&v, period);
+            entry["scope"] = scope_json(scope);
+            kpis.push(entry);
+        }
+    }
+    json!({"type": "snapshot", "seq": seq, "kpis": kpis})
+}
