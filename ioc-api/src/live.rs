@@ -84,9 +84,31 @@ pub type UpdateKey = (Arc<str>, ScopeKey);
 /// What the hub fans out.
 #[derive(Debug, Clone)]
 pub enum Push {
-    Kpi(Arc<KpiUpdate>),
+    /// Every value that changed in one tick.
+    Tick(Arc<Tick>),
     /// An alert state change, as `GET /api/v1/alerts` shows it.
     Alert(Arc<Value>),
+}
+
+/// The changes of one tick, indexed by scope, so that a connection looks only at the
+/// scopes it watches (a provincial display at 15 values, not 525).
+#[derive(Debug, Default)]
+pub struct Tick {
+    pub national: Vec<Arc<KpiUpdate>>,
+    pub provinces: HashMap<Arc<str>, Vec<Arc<KpiUpdate>>>,
+}
+
+impl Tick {
+    fn push(&mut self, u: Arc<KpiUpdate>) {
+        match &u.scope {
+            None => self.national.push(u),
+            Some(p) => self.provinces.entry(p.clone()).or_default().push(u),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.national.is_empty() && self.provinces.is_empty()
+    }
 }
 
 /// The hub; cheap to share.
@@ -111,11 +133,10 @@ impl Hub {
         self.latest.read().expect("hub lock").values().cloned().collect()
     }
 
-    fn publish(&self, update: KpiUpdate) {
+    fn publish(&self, tick: &mut Tick, update: KpiUpdate) {
         let update = Arc::new(update);
         self.latest.write().expect("hub lock").insert(update.key(), update.clone());
-        // No receivers is fine: nobody is watching.
-        let _ = self.tx.send(Push::Kpi(update));
+        tick.push(update);
     }
 
     pub fn publish_alert(&self, alert: Value) {
@@ -129,16 +150,20 @@ impl Hub {
         let catalog = kpis.catalog();
         let as_of = kpis.as_of().unwrap_or(now);
         let (_, changed) = kpis.take_month_changes(now);
+        let mut tick = Tick::default();
         for (idx, scope, count) in changed {
             let def = &catalog.kpis()[idx];
-            self.publish(KpiUpdate::new(
-                def.id.as_str().into(),
-                scope,
-                count.ratio(),
-                count.numerator,
-                Some(count.denominator),
-                as_of,
-            ));
+            self.publish(
+                &mut tick,
+                KpiUpdate::new(
+                    def.id.as_str().into(),
+                    scope,
+                    count.ratio(),
+                    count.numerator,
+                    Some(count.denominator),
+                    as_of,
+                ),
+            );
         }
         for def in catalog.kpis().iter().filter(|d| gauges && matches!(d.kind, KpiKind::Gauge(_))) {
             let id: Arc<str> = def.id.as_str().into();
@@ -158,8 +183,12 @@ impl Hub {
                 if before.iter().any(|(s, m)| *s == scope && *m == n) {
                     continue;
                 }
-                self.publish(KpiUpdate::new(id.clone(), scope, Some(n as f64), n, None, now));
+                self.publish(&mut tick, KpiUpdate::new(id.clone(), scope, Some(n as f64), n, None, now));
             }
+        }
+        if !tick.is_empty() {
+            // No receivers is fine: nobody is watching.
+            let _ = self.tx.send(Push::Tick(Arc::new(tick)));
         }
     }
 

@@ -37,7 +37,7 @@ use crate::app::AppState;
 use crate::auth::Principal;
 use crate::config::WsSettings;
 use crate::kpis::kpi_json;
-use crate::live::{KpiUpdate, Push, UpdateKey, scope_json};
+use crate::live::{KpiUpdate, Push, Tick, UpdateKey, scope_json};
 
 /// Close code for a client that cannot keep up (policy violation).
 pub const CLOSE_TOO_SLOW: u16 = 1008;
@@ -153,6 +153,27 @@ impl Subscription {
     }
 }
 
+impl Subscription {
+    /// The part of a tick this subscription can want.
+    fn scopes_of<'a>(&'a self, tick: &'a Tick) -> impl Iterator<Item = &'a Arc<KpiUpdate>> + 'a {
+        let national = if self.only_province.is_none() { tick.national.as_slice() } else { &[] };
+        let provinces: Vec<&'a Vec<Arc<KpiUpdate>>> = match &self.only_province {
+            Some(p) => tick.provinces.get(p.as_str()).into_iter().collect(),
+            None if self.by_province => tick.provinces.values().collect(),
+            None => Vec::new(),
+        };
+        national.iter().chain(provinces.into_iter().flatten())
+    }
+
+    /// A province-scoped token sees only its province's alerts, as over REST.
+    fn wants_alert(&self, alert: &Value) -> bool {
+        match &self.only_province {
+            None => true,
+            Some(p) => alert["scope"].as_str().and_then(|s| s.strip_prefix("province:")) == Some(p.as_str()),
+        }
+    }
+}
+
 /// Why a connection ended (a metrics label), and the close frame to send, if any.
 type Ending = (&'static str, Option<(u16, &'static str)>);
 
@@ -186,6 +207,7 @@ where
     ping.reset();
     let mut last_pong = Instant::now();
 
+    // One message, written at once (snapshots and errors).
     macro_rules! send {
         ($msg:expr, $kind:expr) => {
             match tokio::time::timeout(timeout, sink.send(Message::Text($msg.to_string().into()))).await {
@@ -197,14 +219,31 @@ where
     }
 
     loop {
-        // Send what is queued: alerts in order, then the latest value of each KPI.
-        while let Some(alert) = alerts.pop_front() {
-            seq += 1;
-            send!(json!({"type": "alert", "seq": seq, "alert": *alert}), "alert");
-        }
-        while let Some((_, update)) = values.pop_first() {
-            seq += 1;
-            send!(update.message(seq), "kpi");
+        // Send what is queued: alerts in order, then the latest value of each KPI, as
+        // one write.
+        if !alerts.is_empty() || !values.is_empty() {
+            let (n_alerts, n_kpis) = (alerts.len(), values.len());
+            let written = tokio::time::timeout(timeout, async {
+                while let Some(alert) = alerts.pop_front() {
+                    seq += 1;
+                    let msg = json!({"type": "alert", "seq": seq, "alert": *alert}).to_string();
+                    sink.feed(Message::Text(msg.into())).await?;
+                }
+                while let Some((_, update)) = values.pop_first() {
+                    seq += 1;
+                    sink.feed(Message::Text(update.message(seq).into())).await?;
+                }
+                sink.flush().await
+            })
+            .await;
+            match written {
+                Ok(Ok(())) => {
+                    state.ws_metrics.messages.with_label_values(&["alert"]).inc_by(n_alerts as u64);
+                    state.ws_metrics.messages.with_label_values(&["kpi"]).inc_by(n_kpis as u64);
+                }
+                Ok(Err(_)) => return ("closed", None),
+                Err(_) => return ("too_slow", Some((CLOSE_TOO_SLOW, "too slow: messages were not taken in time"))),
+            }
         }
         tokio::select! {
             msg = stream.next() => match msg {
@@ -229,13 +268,15 @@ where
                 Some(Ok(_)) => last_pong = Instant::now(),
             },
             push = rx.recv() => match push {
-                Ok(Push::Kpi(u)) => {
-                    if sub.as_ref().is_some_and(|s| s.wants(&u)) {
-                        values.insert(u.key(), u);
+                Ok(Push::Tick(tick)) => {
+                    if let Some(s) = &sub {
+                        for u in s.scopes_of(&tick).filter(|u| s.wants(u)) {
+                            values.insert(u.key(), u.clone());
+                        }
                     }
                 }
                 Ok(Push::Alert(a)) => {
-                    if sub.is_some() {
+                    if sub.as_ref().is_some_and(|s| s.wants_alert(&a)) {
                         alerts.push_back(a);
                         if alerts.len() > MAX_QUEUED_ALERTS {
                             return ("too_slow", Some((CLOSE_TOO_SLOW, "too slow: too many alerts queued")));
@@ -333,4 +374,50 @@ fn snapshot(state: &AppState, sub: &Subscription, seq: u64) -> Value {
         }
     }
     json!({"type": "snapshot", "seq": seq, "kpis": kpis})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Role;
+
+    fn who(province: Option<&str>) -> Principal {
+        Principal { province: province.map(String::from), role: Role::Viewer, ..Principal::local() }
+    }
+
+    fn update(id: &str, scope: Option<&str>) -> KpiUpdate {
+        KpiUpdate::new(id.into(), scope.map(Into::into), Some(1.0), 1, Some(1), Utc::now())
+    }
+
+    #[test]
+    fn a_subscription_gets_the_kpis_and_scopes_it_asked_for_and_its_token_allows() {
+        let catalog = Catalog::builtin();
+        let national =
+            Subscription::parse(r#"{"op":"subscribe","kpis":["*"],"group_by":null}"#, &catalog, &who(None)).unwrap();
+        assert!(national.wants(&update("edoc_rate", None)));
+        assert!(!national.wants(&update("edoc_rate", Some("01"))), "no provinces without group_by");
+
+        let by_province = r#"{"op":"subscribe","kpis":["edoc_rate"],"group_by":"province_code"}"#;
+        let s = Subscription::parse(by_province, &catalog, &who(None)).unwrap();
+        assert!(s.wants(&update("edoc_rate", Some("79"))) && s.wants(&update("edoc_rate", None)));
+        assert!(!s.wants(&update("on_time_rate", None)), "only the listed KPIs");
+
+        let hanoi = Subscription::parse(by_province, &catalog, &who(Some("01"))).unwrap();
+        assert!(hanoi.wants(&update("edoc_rate", Some("01"))));
+        assert!(!hanoi.wants(&update("edoc_rate", Some("79"))) && !hanoi.wants(&update("edoc_rate", None)));
+        assert!(hanoi.wants_alert(&json!({"scope": "province:01"})));
+        assert!(
+            !hanoi.wants_alert(&json!({"scope": "province:79"})) && !hanoi.wants_alert(&json!({"scope": "national"}))
+        );
+    }
+
+    #[test]
+    fn a_bad_subscription_is_refused_with_a_code() {
+        let catalog = Catalog::builtin();
+        let err = |text: &str| Subscription::parse(text, &catalog, &who(None)).unwrap_err().0;
+        assert_eq!(err(r#"{"op":"subscribe","kpis":["nope"]}"#), "unknown_kpi");
+        assert_eq!(err(r#"{"op":"subscribe","kpis":["*"],"group_by":"level"}"#), "invalid_group_by");
+        assert_eq!(err(r#"{"op":"unsubscribe"}"#), "invalid_message");
+        assert_eq!(err("not json"), "invalid_message");
+    }
 }
