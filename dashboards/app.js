@@ -1,4 +1,5 @@
-// Wall display: polls /api/v1/kpis every 2 s and renders one card per KPI.
+// Wall display: live over the websocket (/api/v1/ws): a snapshot, then pushed changes.
+// One card per KPI, and a strip of firing alerts.
 // Server strings are only ever set with textContent. No external resources.
 "use strict";
 
@@ -67,32 +68,101 @@ function setConnected(on) {
   conn.textContent = on ? "Trực tuyến" : "Mất kết nối";
 }
 
-async function refresh() {
-  const q = select.value ? `?province_code=${encodeURIComponent(select.value)}` : "";
-  const headers = {};
-  const token = localStorage.getItem("ioc_token");
-  if (token) headers.Authorization = "Bearer " + token;
+// Live values by "id|scope" (scope "" = national, else the province code), from the
+// websocket's snapshot and then its `kpi` messages.
+let values = new Map();
+const alerts = new Map();
+const scopeOf = (s) => (s && s.province_code) || "";
+
+function status(k) {
+  if (k.value === null || k.value === undefined) return "no_data";
+  const ok = k.direction === "at_most" ? k.value <= k.target : k.value >= k.target;
+  return ok ? "ok" : "below_target";
+}
+
+function show() {
+  const scope = select.value;
+  const kpis = [...values.values()].filter((k) => k.scope === scope);
+  render(kpis.map((k) => ({ ...k, status: status(k) })));
+  const list = document.getElementById("alerts");
+  const firing = [...alerts.values()].filter((a) => a.state === "firing" && (!scope || a.scope === "province:" + scope));
+  const name = (a) => (values.get(a.kpi + "|" + scope) || values.get(a.kpi + "|") || { name_vi: a.kpi }).name_vi;
+  const where = (a) => (a.scope === "national" ? "Toàn quốc" : select.querySelector(`option[value="${a.scope.slice(9)}"]`)?.textContent || a.scope);
+  list.replaceChildren(...firing.map((a) => el("li", "", `${name(a)} · ${where(a)}`)));
+  list.hidden = firing.length === 0;
+}
+
+function token() {
+  return localStorage.getItem("ioc_token");
+}
+
+async function loadAlerts() {
+  const headers = token() ? { Authorization: "Bearer " + token() } : {};
   try {
-    const r = await fetch("/api/v1/kpis" + q, { headers, cache: "no-store" });
-    if (r.status === 401) {
-      loginForm.hidden = false;
-      setConnected(false);
-      return;
-    }
-    if (!r.ok) throw new Error(String(r.status));
-    loginForm.hidden = true;
-    render(await r.json());
-    setConnected(true);
+    const r = await fetch("/api/v1/alerts", { headers, cache: "no-store" });
+    if (!r.ok) return;
+    alerts.clear();
+    for (const a of (await r.json()).active) alerts.set(a.rule + "|" + a.scope, a);
+    show();
   } catch (_) {
-    setConnected(false); // keep showing the last data
+    /* the websocket keeps them current */
+  }
+}
+
+let socket = null;
+let retry = 1000;
+
+function connect() {
+  const proto = location.protocol === "https:" ? "wss:" : "ws:";
+  const q = token() ? "?token=" + encodeURIComponent(token()) : "";
+  socket = new WebSocket(`${proto}//${location.host}/api/v1/ws${q}`);
+  socket.onopen = () => {
+    retry = 1000;
+    loginForm.hidden = true;
+    subscribe();
+    loadAlerts();
+  };
+  socket.onmessage = (e) => {
+    const m = JSON.parse(e.data);
+    if (m.type === "snapshot") {
+      values = new Map(m.kpis.map((k) => [k.id + "|" + scopeOf(k.scope), { ...k, scope: scopeOf(k.scope) }]));
+      // A province-scoped token gets its province only: show it.
+      if (!select.value && m.kpis.length && m.kpis.every((k) => scopeOf(k.scope))) {
+        select.value = scopeOf(m.kpis[0].scope);
+      }
+      setConnected(true);
+    } else if (m.type === "kpi") {
+      const key = m.id + "|" + scopeOf(m.scope);
+      const k = values.get(key);
+      if (k) Object.assign(k, { value: m.value, numerator: m.numerator, denominator: m.denominator });
+      else return; // a province not in the snapshot yet: the next snapshot brings it
+    } else if (m.type === "alert") {
+      alerts.set(m.alert.rule + "|" + m.alert.scope, m.alert);
+    }
+    show();
+  };
+  socket.onclose = () => {
+    setConnected(false);
+    // Refused before opening: most likely a missing or wrong token.
+    if (!values.size) loginForm.hidden = false;
+    setTimeout(connect, retry);
+    retry = Math.min(retry * 2, 15000);
+  };
+}
+
+function subscribe() {
+  if (socket && socket.readyState === WebSocket.OPEN) {
+    socket.send(JSON.stringify({ op: "subscribe", kpis: ["*"], group_by: select.value ? "province_code" : null }));
   }
 }
 
 loginForm.addEventListener("submit", (e) => {
   e.preventDefault();
   localStorage.setItem("ioc_token", document.getElementById("token").value);
-  refresh();
+  if (socket) socket.close();
 });
-select.addEventListener("change", refresh);
-refresh();
-setInterval(refresh, 2000);
+select.addEventListener("change", () => {
+  subscribe();
+  show();
+});
+connect();

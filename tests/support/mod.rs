@@ -415,3 +415,13 @@ pub async fn wait_for_count(server: &Server, sql: &str, want: i64, secs: u64) {
 
 /// Every stored event, across the four event tables.
 pub const ALL_EVENTS: &str = "SELECT count(*) FROM (SELECT event_id FROM dossier_events UNION ALL SELECT event_id FROM document_events UNION ALL SELECT event_id FROM work_record_events UNION ALL SELECT event_id FROM other_events)";
+
+/// A `kB` line of /proc/<pid>/status, such as `VmHWM:` (peak RSS), for benchmarks.
+pub fn status_kib(pid: u32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
