@@ -51,6 +51,29 @@ fn recent_events(seed: u64, n: usize) -> Vec<ioc_core::Event> {
     events(seed, n, (now - chrono::Duration::minutes(1)).max(month + chrono::Duration::seconds(1)), 0)
 }
 
+/// Folds `kpi` pushes (national) into `got` until it equals `GET /api/v1/kpis`,
+/// checking that `seq` goes up by one each message.
+async fn fold_until_rest(server: &Server, ws: &mut Ws, got: &mut BTreeMap<String, (Value, Value)>, seq: &mut u64) {
+    let (_, rest) = server.get("/api/v1/kpis").await;
+    let want: BTreeMap<String, (Value, Value)> = rest
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (k["id"].as_str().unwrap().to_string(), (k["numerator"].clone(), k["denominator"].clone())))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while *got != want {
+        assert!(Instant::now() < deadline, "pushes never matched REST:\n got {got:?}\nwant {want:?}");
+        let m = next_json(ws, Duration::from_secs(20)).await;
+        *seq += 1;
+        assert_eq!(m["seq"].as_u64(), Some(*seq), "seq is gap-free: {m}");
+        assert_eq!(m["type"], "kpi", "{m}");
+        assert_eq!(m["scope"], json!({}), "national only without group_by: {m}");
+        assert!(m["as_of"].is_string(), "{m}");
+        got.insert(m["id"].as_str().unwrap().to_string(), (m["numerator"].clone(), m["denominator"].clone()));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_gets_a_snapshot_then_updates_equal_to_the_rest_api_with_gap_free_seq() {
     let data = tempfile::tempdir().unwrap();
@@ -67,13 +90,6 @@ async fn a_websocket_gets_a_snapshot_then_updates_equal_to_the_rest_api_with_gap
     assert_eq!((status, out["accepted"].as_u64()), (200, Some(2000)), "{out}");
 
     // Fold pushes until every national value equals the REST answer.
-    let (_, rest) = server.get("/api/v1/kpis").await;
-    let want: BTreeMap<String, (Value, Value)> = rest
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| (k["id"].as_str().unwrap().to_string(), (k["numerator"].clone(), k["denominator"].clone())))
-        .collect();
     // The snapshot holds every KPI; pushes then carry what changes.
     let mut got: BTreeMap<String, (Value, Value)> = snap["kpis"]
         .as_array()
@@ -81,17 +97,17 @@ async fn a_websocket_gets_a_snapshot_then_updates_equal_to_the_rest_api_with_gap
         .iter()
         .map(|k| (k["id"].as_str().unwrap().to_string(), (k["numerator"].clone(), k["denominator"].clone())))
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while got != want {
-        assert!(Instant::now() < deadline, "pushes never matched REST:\n got {got:?}\nwant {want:?}");
-        let m = next_json(&mut ws, Duration::from_secs(20)).await;
-        seq += 1;
-        assert_eq!(m["seq"].as_u64(), Some(seq), "seq is gap-free: {m}");
-        assert_eq!(m["type"], "kpi", "{m}");
-        assert_eq!(m["scope"], json!({}), "national only without group_by: {m}");
-        assert!(m["as_of"].is_string(), "{m}");
-        got.insert(m["id"].as_str().unwrap().to_string(), (m["numerator"].clone(), m["denominator"].clone()));
-    }
+    fold_until_rest(&server, &mut ws, &mut got, &mut seq).await;
+    let before = got["on_time_rate"].1.as_u64().unwrap();
+
+    // Late events for hours already past this month correct the pushed values too.
+    let now = Utc::now();
+    let month = ioc_core::time::start_of_month(now).to_utc();
+    let late_at = (now - chrono::Duration::days(3)).max(month + chrono::Duration::minutes(1));
+    let late = events(23, 500, late_at, 0);
+    assert_eq!(server.post_ndjson(&lines(&late)).await.0, 200);
+    fold_until_rest(&server, &mut ws, &mut got, &mut seq).await;
+    assert!(got["on_time_rate"].1.as_u64().unwrap() > before, "late events were pushed");
     assert!(got["full_online_rate"].1.as_u64().unwrap() > 0, "the workload has dossiers");
 
     // Resubscribe on the same socket: by province, one KPI.
