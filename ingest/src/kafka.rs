@@ -355,6 +355,10 @@ fn consume(
     let mut pending = Pending::new();
     let poll_wait = config.max_age.min(Duration::from_millis(100));
     let mut backoff = Duration::from_millis(100);
+    let flush_now =
+        |pending: &mut Pending, stored: &mut Offsets, broker: &mut Offsets, shutdown: &mut watch::Receiver<bool>| {
+            runtime.block_on(flush(pending, &ingestor, &producer, &config, &metrics, stored, broker, shutdown));
+        };
     while !*shutdown.borrow() {
         match consumer.poll(poll_wait) {
             None => {}
@@ -403,32 +407,14 @@ fn consume(
         let full = pending.records.len() >= config.max_batch;
         let old = pending.since.is_some_and(|t| t.elapsed() >= config.max_age);
         if full || old {
-            runtime.block_on(flush(
-                &mut pending,
-                &ingestor,
-                &producer,
-                &config,
-                &metrics,
-                &mut stored,
-                &mut broker,
-                &mut shutdown,
-            ));
+            flush_now(&mut pending, &mut stored, &mut broker, &mut shutdown);
         }
         if broker_committed.elapsed() >= config.broker_commit_interval {
             commit_to_broker(&consumer, &mut broker, &metrics);
             broker_committed = Instant::now();
         }
     }
-    runtime.block_on(flush(
-        &mut pending,
-        &ingestor,
-        &producer,
-        &config,
-        &metrics,
-        &mut stored,
-        &mut broker,
-        &mut shutdown,
-    ));
+    flush_now(&mut pending, &mut stored, &mut broker, &mut shutdown);
     commit_to_broker(&consumer, &mut broker, &metrics);
     // Give the last asynchronous commit a moment to reach the broker.
     let _ = consumer.poll(Duration::from_millis(100));

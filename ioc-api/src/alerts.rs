@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use ioc_core::alert::{
-    Action, AlertRule, AlertState, RuleState, RulesError, RulesFile, Sample, Scope, WebhookAlert, alertmanager_webhook,
-    default_rules, step,
+    Action, AlertRule, AlertState, RuleState, RulesError, RulesFile, Sample, Scope, WebhookAlert, Window,
+    alertmanager_webhook, default_rules, step,
 };
 use ioc_core::counters::{Count, Dim, DimFilter};
 use ioc_core::{AdminUnits, Catalog};
@@ -215,10 +215,21 @@ impl AlertEngine {
         let mut changes = Vec::new();
         let mut notify = Vec::new();
         for rule in &self.rules {
-            let Some((_, def)) = kpis.catalog().get(&rule.kpi) else { continue };
-            let (from, to) = rule.window.period(now);
+            let Some((idx, def)) = kpis.catalog().get(&rule.kpi) else { continue };
             let scopes = rule.scopes(self.provinces.iter().map(String::as_str));
-            let counts = measure(kpis, &rule.kpi, Period { from, to }, &scopes, now).await?;
+            // Month to date (the default window) comes from the running month totals,
+            // the very numbers the wall displays show; other windows are counted.
+            let month = (rule.window == Window::Mtd).then(|| kpis.month_totals(idx, now)).flatten();
+            let counts = match month {
+                Some(totals) => totals
+                    .into_iter()
+                    .map(|(scope, c)| (scope.map_or(Scope::National, |p| Scope::Province(p.to_string())), c))
+                    .collect(),
+                None => {
+                    let (from, to) = rule.window.period(now);
+                    measure(kpis, &rule.kpi, Period { from, to }, &scopes, now).await?
+                }
+            };
             let mut states = self.states.lock().expect("alert lock");
             for scope in scopes {
                 let count = counts.get(&scope).copied().unwrap_or_default();

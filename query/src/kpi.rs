@@ -7,7 +7,7 @@
 //! recompute path, also used for the partial hours at the edges of a period). The two
 //! cannot disagree; a property test checks it on random data.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, StringArray, TimestampMicrosecondArray};
@@ -264,6 +264,17 @@ impl KpiEngine {
         }
         let changed = live.month.as_mut().map(PeriodTotals::take_changed).unwrap_or_default();
         (Period { from: from.to_utc(), to: to.to_utc() }, changed)
+    }
+
+    /// One ratio KPI's totals for the month (Vietnam time) that contains `now`, by
+    /// scope (national: `None`), from the running totals, without a scan. `None` until
+    /// [`KpiEngine::take_month_changes`] has set them up for that month.
+    pub fn month_totals(&self, kpi: usize, now: DateTime<Utc>) -> Option<HashMap<ScopeKey, Count>> {
+        let from = start_of_month(now);
+        let hours = hour_of(from.to_utc())..hour_of(Bucket::Month.next(from).to_utc());
+        let live = self.live.read().expect("live lock");
+        let month = live.month.as_ref().filter(|m| m.hours() == hours)?;
+        Some(month.all().filter(|(k, _, _)| *k == kpi).map(|(_, scope, c)| (scope.clone(), c)).collect())
     }
 
     /// The dossiers overdue at `now`, nationally and per province.
