@@ -129,18 +129,32 @@ async fn a_websocket_gets_a_snapshot_then_updates_equal_to_the_rest_api_with_gap
         assert_eq!((&e["numerator"], &e["denominator"]), (&row["numerator"], &row["denominator"]), "{scope}");
     }
 
-    // A province's value moves: only that scope (and the nation) is pushed.
+    // New events move province values: the pushes (folded onto the snapshot) end up
+    // equal to the REST answer for every province, and carry only the subscribed KPI.
+    let scope_key = |k: &Value| k["scope"]["province_code"].as_str().unwrap_or("").to_string();
+    let mut got: BTreeMap<String, (Value, Value)> =
+        entries.iter().map(|k| (scope_key(k), (k["numerator"].clone(), k["denominator"].clone()))).collect();
     let (status, _) = server.post_ndjson(&lines(&recent_events(22, 300))).await;
     assert_eq!(status, 200);
-    let m = loop {
-        let m = next_json(&mut ws, Duration::from_secs(10)).await;
+    let (_, by_province) = server.get("/api/v1/kpis/full_online_rate?group_by=province_code").await;
+    let (_, national) = server.get("/api/v1/kpis").await;
+    let mut want: BTreeMap<String, (Value, Value)> = by_province["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["province_code"].as_str().unwrap().to_string(), (r["numerator"].clone(), r["denominator"].clone())))
+        .collect();
+    let n = national.as_array().unwrap().iter().find(|k| k["id"] == "full_online_rate").unwrap();
+    want.insert(String::new(), (n["numerator"].clone(), n["denominator"].clone()));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while got != want {
+        assert!(Instant::now() < deadline, "province pushes never matched REST:\n got {got:?}\nwant {want:?}");
+        let m = next_json(&mut ws, Duration::from_secs(20)).await;
         seq += 1;
         assert_eq!(m["seq"].as_u64(), Some(seq), "{m}");
-        if m["type"] == "kpi" && m["scope"] != json!({}) {
-            break m;
-        }
-    };
-    assert_eq!(m["id"], "full_online_rate", "{m}");
+        assert_eq!((m["type"].as_str(), m["id"].as_str()), (Some("kpi"), Some("full_online_rate")), "{m}");
+        got.insert(scope_key(&m), (m["numerator"].clone(), m["denominator"].clone()));
+    }
 
     // Graceful shutdown closes the socket with a close frame.
     server.stop();

@@ -18,8 +18,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use ioc_core::alert::{
-    Action, AlertRule, AlertState, RuleState, RulesError, RulesFile, Sample, Scope, WebhookAlert, Window,
-    alertmanager_webhook, default_rules, step,
+    Action, AlertRule, AlertState, RuleState, RulesError, RulesFile, Sample, Scope, Window, default_rules, step,
 };
 use ioc_core::counters::{Count, Dim, DimFilter};
 use ioc_core::{AdminUnits, Catalog};
@@ -33,6 +32,7 @@ use tracing::{info, warn};
 
 use crate::config::AlertSettings;
 use crate::live::Hub;
+use crate::webhook::{WebhookAlert, alertmanager_webhook};
 
 /// Entries of the history kept in memory for `GET /api/v1/alerts`.
 const RECENT: usize = 200;
@@ -233,8 +233,7 @@ impl AlertEngine {
             let mut states = self.states.lock().expect("alert lock");
             for scope in scopes {
                 let count = counts.get(&scope).copied().unwrap_or_default();
-                let sample =
-                    Sample { value: count.ratio(), numerator: count.numerator, denominator: count.denominator, stale };
+                let sample = Sample { stale, ..Sample::ratio(count.numerator, count.denominator) };
                 let threshold = rule.threshold_for(def, &scope, now);
                 let key = (rule.name.clone(), scope.clone());
                 let prev = states.get(&key).cloned().unwrap_or_else(|| RuleState::new(now));
@@ -493,7 +492,8 @@ async fn deliver(url: String, mut rx: mpsc::Receiver<Value>, counter: IntCounter
                     break;
                 }
                 Ok(r) => warn!(status = %r.status(), attempt, "the alert webhook refused a notification"),
-                Err(e) => warn!(error = %e, attempt, "could not reach the alert webhook"),
+                // Without the URL: it may carry credentials.
+                Err(e) => warn!(error = %e.without_url(), attempt, "could not reach the alert webhook"),
             }
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}

@@ -5,8 +5,8 @@
 //! - [`auth`]: bearer tokens and roles; [`audit`]: the SQL audit log;
 //! - [`config`]: flags, `IOC_*` variables and the TOML config file;
 //! - [`live`]: the hub that computes KPI changes once and fans them out;
-//!   [`ws`]: the websocket endpoint; [`alerts`]: alert evaluation, history and the
-//!   webhook;
+//!   [`ws`]: the websocket endpoint; [`alerts`]: alert evaluation, history and
+//!   delivery; [`webhook`]: the Alertmanager payload;
 //! - [`server`]: wiring and graceful shutdown; [`dashboard`]: the embedded page.
 
 pub mod alerts;
@@ -22,4 +22,5 @@ pub mod kpis;
 pub mod live;
 pub mod server;
 pub mod sql;
+pub mod webhook;
 pub mod ws;

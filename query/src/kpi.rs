@@ -61,7 +61,6 @@ struct Compiled {
 struct Live {
     counters: Counters,
     open: OpenDossiers,
-    version: Option<u64>,
     /// When the newest commit with events folded in was made.
     as_of: Option<DateTime<Utc>>,
     /// Running totals of the current month (Vietnam time) for live pushes; created on
@@ -155,11 +154,6 @@ impl KpiEngine {
         &self.catalog
     }
 
-    /// The storage version the live state reflects.
-    pub fn version(&self) -> Option<u64> {
-        self.live.read().expect("live lock").version
-    }
-
     /// Rebuilds the live state from every file of a snapshot. Exact: the state is a
     /// pure sum over committed batches. Later commits arrive through [`CommitListener`].
     pub fn rebuild(&self, snap: &Snapshot) -> Result<(), KpiError> {
@@ -181,7 +175,7 @@ impl KpiEngine {
         let mut counters = Counters::new(self.catalog.len());
         counters.apply(&delta);
         let as_of = snap.history.last().map(|(_, at, _)| *at);
-        *self.live.write().expect("live lock") = Live { counters, open, version: snap.version, as_of, month: None };
+        *self.live.write().expect("live lock") = Live { counters, open, as_of, month: None };
         info!(rows, ms = started.elapsed().as_millis() as u64, version = ?snap.version, "KPI counters rebuilt from storage");
         Ok(())
     }
@@ -238,7 +232,6 @@ impl KpiEngine {
                 track_open(&mut live.open, batch);
             }
         }
-        live.version = Some(committed.version);
         if !committed.batches.is_empty() {
             live.as_of = live.as_of.max(Some(committed.committed_at));
         }

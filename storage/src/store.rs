@@ -133,12 +133,6 @@ pub struct Staged {
     files: Vec<DataFile>,
 }
 
-impl Staged {
-    pub fn files(&self) -> &[DataFile] {
-        &self.files
-    }
-}
-
 /// What [`Store::publish`] did.
 #[derive(Debug)]
 pub enum Publish {
