@@ -18,7 +18,6 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::alerts::AlertEngine;
-use crate::audit::AuditLog;
 use crate::auth::{Permission, Principal, Token, authenticate};
 use crate::config::WsSettings;
 use crate::error::ApiError;
@@ -37,7 +36,6 @@ pub struct AppState {
     pub registry: Registry,
     pub tokens: Arc<Vec<Token>>,
     pub body_limit_bytes: usize,
-    pub audit: Arc<AuditLog>,
     pub requests: Arc<AtomicU64>,
     /// Present when a Kafka source is configured.
     pub kafka: Option<ioc_ingest::kafka::KafkaMetrics>,

@@ -293,8 +293,17 @@ impl Settings {
         })
     }
 
-    /// The contract's rule: without tokens, only loopback.
+    /// The contract's rule: without tokens, only loopback (HTTP and PostgreSQL).
     pub fn check_bind_safety(&self) -> Result<(), ConfigError> {
+        if self.tokens.is_empty() && !self.pg.ip().is_loopback() {
+            return Err(ConfigError::Invalid {
+                key: "--pg / IOC_PG / pg",
+                message: format!(
+                    "refusing to listen on {} without authentication; configure IOC_AUTH_TOKENS or bind to 127.0.0.1",
+                    self.pg
+                ),
+            });
+        }
         if self.tokens.is_empty() && !self.http.ip().is_loopback() {
             return Err(ConfigError::Invalid {
                 key: "--http / IOC_HTTP / http",

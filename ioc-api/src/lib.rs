@@ -2,7 +2,7 @@
 //!
 //! - [`app`]: `fn app(state) -> Router`, auth middleware, health and metrics;
 //! - [`events`], [`kpis`], [`sql`]: the REST handlers;
-//! - [`auth`]: bearer tokens and roles; [`audit`]: the SQL audit log;
+//! - [`auth`]: bearer tokens and roles; [`pg`]: the PostgreSQL wire protocol;
 //! - [`config`]: flags, `IOC_*` variables and the TOML config file;
 //! - [`live`]: the hub that computes KPI changes once and fans them out;
 //!   [`ws`]: the websocket endpoint; [`alerts`]: alert evaluation, history and
@@ -11,7 +11,6 @@
 
 pub mod alerts;
 pub mod app;
-pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod dashboard;
@@ -20,6 +19,7 @@ pub mod events;
 pub mod json;
 pub mod kpis;
 pub mod live;
+pub mod pg;
 pub mod server;
 pub mod sql;
 pub mod webhook;

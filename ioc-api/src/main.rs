@@ -395,8 +395,13 @@ async fn run_sql(a: SqlArgs) -> Result<()> {
         return Err(UsageError(format!("--data-dir: no IOC data in {}", s.data_dir.display())).into());
     }
     let store = Store::open(root, "sql-cli")?;
-    let engine = SqlEngine::new(store, admin_units_table(&AdminUnits::builtin()), s.sql);
-    let out = engine.run(&a.query).await?;
+    let mut engine = SqlEngine::new(store, admin_units_table(&AdminUnits::builtin()), s.sql);
+    match ioc_query::AuditLog::open(&s.data_dir) {
+        Ok(audit) => engine = engine.with_audit(audit),
+        Err(e) => tracing::warn!(error = %e, "the SQL audit log is not writable; this query is not audited"),
+    }
+    let caller = ioc_query::Caller { token: "cli", via: "cli", province: None, admin: true, hook: None };
+    let out = engine.run(&caller, &a.query).await?;
     let mut stdout = std::io::stdout().lock();
     match a.format.as_str() {
         "table" => {

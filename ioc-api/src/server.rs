@@ -22,9 +22,9 @@ use tracing::{info, warn};
 
 use crate::alerts::{AlertEngine, AlertError};
 use crate::app::{AppState, app};
-use crate::audit::AuditLog;
 use crate::config::{ConfigError, Settings};
 use crate::live::Hub;
+use crate::pg::{self, PgHandlers};
 use crate::ws::WsMetrics;
 
 #[derive(Debug, Error)]
@@ -104,8 +104,8 @@ pub async fn run(
         metrics,
         PipelineConfig { dedupe_window_days: settings.dedupe_window_days, ..Default::default() },
     )?;
-    let audit =
-        AuditLog::open(&settings.data_dir).map_err(|source| ServerError::Io { what: "audit log".into(), source })?;
+    let audit = ioc_query::AuditLog::open(&settings.data_dir)
+        .map_err(|source| ServerError::Io { what: "audit log".into(), source })?;
     let hub = Arc::new(Hub::new(4096));
     let alerts = Arc::new(
         AlertEngine::open(&settings.alerts, kpis.catalog(), &units, &settings.data_dir, &registry)?
@@ -117,11 +117,10 @@ pub async fn run(
         units: units.clone(),
         ingestor: ingestor.clone(),
         kpis: kpis.clone(),
-        sql: SqlEngine::new(store.clone(), admin, settings.sql.clone()),
+        sql: SqlEngine::new(store.clone(), admin, settings.sql.clone()).with_audit(audit),
         registry,
         tokens: Arc::new(settings.tokens.clone()),
         body_limit_bytes: settings.body_limit_bytes,
-        audit: Arc::new(audit),
         requests: Arc::new(AtomicU64::new(0)),
         kafka: kafka_metrics.clone(),
         boot_id: format!("{:x}", Utc::now().timestamp_millis()),
@@ -137,6 +136,13 @@ pub async fn run(
         .map_err(|source| ServerError::Io { what: format!("cannot listen on {}", settings.http), source })?;
     let local = listener.local_addr().map_err(|source| ServerError::Io { what: "listener".into(), source })?;
     info!(addr = %local, mode = ?mode, "IOC API listening on http://{local}/");
+
+    let pg_listener = TcpListener::bind(settings.pg).await.map_err(|source| ServerError::Io {
+        what: format!("--pg / IOC_PG / pg: cannot listen on {}", settings.pg),
+        source,
+    })?;
+    let pg_handlers = Arc::new(PgHandlers::new(state.sql.clone(), state.tokens.clone()));
+    let pg_task = tokio::spawn(pg::serve(pg_listener, pg_handlers, stop_rx.clone()));
 
     let kafka = match (&settings.kafka_brokers, kafka_metrics) {
         (Some(brokers), Some(m)) => {
@@ -173,6 +179,7 @@ pub async fn run(
         let _ = sim.await;
     }
     let _ = sync.await;
+    let _ = pg_task.await;
     let _ = hub_task.await;
     let _ = alert_task.await;
     // Upgraded websockets outlive the HTTP server's graceful shutdown: give each a

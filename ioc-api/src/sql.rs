@@ -1,15 +1,17 @@
-//! `POST /api/v1/sql`: read-only SQL, JSON or CSV, every statement audit-logged.
+//! `POST /api/v1/sql`: read-only SQL, JSON or CSV. The engine audits every statement
+//! and applies the caller's row security.
 
 use axum::body::Bytes;
 use axum::extract::{Extension, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::app::AppState;
-use crate::audit::AuditEntry;
-use crate::auth::Principal;
+use ioc_query::Caller;
+
+use crate::auth::{Principal, Role};
 use crate::error::ApiError;
 use crate::json;
 
@@ -27,18 +29,7 @@ pub async fn run(
 ) -> Result<Response, ApiError> {
     let req: SqlRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("bad_body", format!("expected {{\"sql\": \"...\"}}: {e}")))?;
-    if who.province.is_some() {
-        // Row security on the query plan comes with the SQL hardening work; until then a
-        // province-scoped token must not see other provinces' rows through SQL.
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "province-scoped tokens cannot run ad-hoc SQL in this version",
-        ));
-    }
-    let result = state.sql.run(&req.sql).await;
-    state.audit.record(&AuditEntry::new(&who.name, "http", &req.sql, &result));
-    let out = result?;
+    let out = state.sql.run(&caller(&who, "http"), &req.sql).await?;
     let wants_csv = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/csv"));
     if wants_csv {
         let body = json::csv(&out.schema, &out.batches)
@@ -51,4 +42,9 @@ pub async fn run(
         "truncated": out.truncated,
     }))
     .into_response())
+}
+
+/// The SQL engine's view of an authenticated principal.
+pub fn caller<'a>(who: &'a Principal, via: &'a str) -> Caller<'a> {
+    Caller { token: &who.name, via, province: who.province.as_deref(), admin: who.role == Role::Admin, hook: None }
 }

@@ -2,6 +2,13 @@
 //!
 //! A session is built per query from one storage [`Snapshot`], so a query sees one
 //! consistent set of commits and never a half-written file.
+//!
+//! **Row security** is enforced on the plan, not on SQL text: for a caller scoped to a
+//! province, every table is registered as a view whose plan is a filter
+//! `province_code = '<p>'` over the real table, and tables without a province
+//! (`dead_letters`) are registered empty. The real tables are never registered under
+//! any name, so no table, view, join, subquery or `information_schema` trick reaches
+//! them; the filter is part of every plan that reads data and shows in `EXPLAIN`.
 
 use std::sync::Arc;
 
@@ -11,11 +18,41 @@ use datafusion::catalog::TableProvider;
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::{ViewTable, provider_as_source};
 use datafusion::error::DataFusionError;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::logical_expr::{LogicalPlanBuilder, col, lit};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use ioc_core::AdminUnits;
 use ioc_storage::{Snapshot, Store, schema};
+
+use crate::audit::AuditLog;
+
+/// What a session may see.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Scope<'a> {
+    /// Only this province's rows.
+    pub province: Option<&'a str>,
+    /// The `audit_log` table too.
+    pub admin: bool,
+}
+
+/// `table` as the caller may see it: itself, or a view over a filter on the province.
+fn scoped(
+    name: &str,
+    table: Arc<dyn TableProvider>,
+    province: Option<&str>,
+) -> Result<Arc<dyn TableProvider>, DataFusionError> {
+    let Some(p) = province else { return Ok(table) };
+    let schema = table.schema();
+    if schema.column_with_name("province_code").is_none() {
+        return Ok(Arc::new(MemTable::try_new(schema, vec![vec![]])?));
+    }
+    let plan = LogicalPlanBuilder::scan(name, provider_as_source(table), None)?
+        .filter(col("province_code").eq(lit(p.to_string())))?
+        .build()?;
+    Ok(Arc::new(ViewTable::new(plan, None)))
+}
 
 /// The `admin_units` table: provinces and communes with Vietnamese names.
 pub fn admin_units_table(units: &AdminUnits) -> Arc<MemTable> {
@@ -65,19 +102,26 @@ pub fn session_config() -> SessionConfig {
         .with_create_default_catalog_and_schema(true)
 }
 
-/// Builds a session with every contract table registered, on the given runtime (which
-/// carries the memory limit).
+/// Builds a session with every contract table registered as `scope` may see it, on
+/// the given runtime (which carries the memory limit). `audit` is registered as the
+/// `audit_log` table when the scope is an admin's.
 pub fn build_context(
     store: &Store,
     snap: &Snapshot,
     admin_units: Arc<MemTable>,
     runtime: Arc<RuntimeEnv>,
+    scope: Scope<'_>,
+    audit: Option<&AuditLog>,
 ) -> Result<SessionContext, DataFusionError> {
     let ctx = SessionContext::new_with_config_rt(session_config(), runtime);
     for (name, schema) in schema::tables() {
-        ctx.register_table(name, snapshot_table(store, snap, name, schema)?)?;
+        ctx.register_table(name, scoped(name, snapshot_table(store, snap, name, schema)?, scope.province)?)?;
     }
-    ctx.register_table("admin_units", admin_units)?;
+    ctx.register_table("admin_units", scoped("admin_units", admin_units, scope.province)?)?;
+    if let Some(audit) = audit.filter(|_| scope.admin && scope.province.is_none()) {
+        let batch = audit.batch().map_err(|e| DataFusionError::External(Box::new(e)))?;
+        ctx.register_table("audit_log", Arc::new(MemTable::try_new(AuditLog::schema(), vec![vec![batch]])?))?;
+    }
     Ok(ctx)
 }
 
@@ -87,5 +131,5 @@ pub fn internal_context(
     snap: &Snapshot,
     admin_units: Arc<MemTable>,
 ) -> Result<SessionContext, DataFusionError> {
-    build_context(store, snap, admin_units, RuntimeEnvBuilder::new().build_arc()?)
+    build_context(store, snap, admin_units, RuntimeEnvBuilder::new().build_arc()?, Scope::default(), None)
 }

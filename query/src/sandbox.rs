@@ -1,5 +1,5 @@
-//! The read-only SQL sandbox used by `POST /api/v1/sql`, `ioc sql` and (later) the
-//! PostgreSQL wire protocol.
+//! The read-only SQL sandbox used by `POST /api/v1/sql`, the PostgreSQL wire protocol
+//! and `ioc sql`.
 //!
 //! Layers, each enough on its own for what it guards:
 //! 1. DataFusion's `SQLOptions` refuse DDL, DML (including `COPY`) and statements
@@ -8,12 +8,18 @@
 //!    tables are the contract's, so no query can name a server file.
 //! 3. Every query runs with its own memory pool (no spilling to disk), a timeout that
 //!    drops (cancels) the execution, a row cap, and a concurrency limit.
+//! 4. Row security: a caller scoped to a province gets sessions in which every table
+//!    is a view over a filter on that province, so no table, view, join or subquery
+//!    can reach another province's rows (see [`crate::context`]).
+//!
+//! Every statement, accepted or not, is written to the audit log with the caller.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
+use datafusion::common::ParamValues;
 use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
@@ -21,12 +27,14 @@ use datafusion::execution::context::SQLOptions;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::{DataFrame, SessionContext};
 use futures::StreamExt;
 use ioc_storage::Store;
 use thiserror::Error;
 use tokio::sync::Semaphore;
 
-use crate::context::build_context;
+use crate::audit::{AuditEntry, AuditLog};
+use crate::context::{Scope, build_context};
 
 /// Limits that apply to every ad-hoc query.
 #[derive(Debug, Clone)]
@@ -99,6 +107,37 @@ pub struct QueryOutput {
     pub elapsed: Duration,
 }
 
+/// Extra set-up for a session, e.g. the PostgreSQL catalog for wire-protocol clients.
+pub type SessionHook = dyn Fn(&SessionContext) -> Result<(), DataFusionError> + Send + Sync;
+
+/// Who runs a statement, and how.
+#[derive(Clone, Copy)]
+pub struct Caller<'a> {
+    /// The token's name (never the token), for the audit log.
+    pub token: &'a str,
+    /// `http`, `pg` or `cli`.
+    pub via: &'a str,
+    /// Row security: only this province's rows, in every table and view.
+    pub province: Option<&'a str>,
+    /// Admins also see the `audit_log` table.
+    pub admin: bool,
+    pub hook: Option<&'a SessionHook>,
+}
+
+impl Caller<'_> {
+    fn scope(&self) -> Scope<'_> {
+        Scope { province: self.province, admin: self.admin }
+    }
+}
+
+/// A statement's parameter types and result columns, without running it (the
+/// PostgreSQL extended protocol's Describe).
+#[derive(Debug, Clone)]
+pub struct Described {
+    pub params: Vec<Option<arrow::datatypes::DataType>>,
+    pub schema: SchemaRef,
+}
+
 /// Runs ad-hoc SQL over the latest committed data.
 #[derive(Clone)]
 pub struct SqlEngine {
@@ -107,20 +146,80 @@ pub struct SqlEngine {
     admin_rows: u64,
     limits: SqlLimits,
     permits: Arc<Semaphore>,
+    audit: Option<Arc<AuditLog>>,
 }
 
 impl SqlEngine {
     pub fn new(store: Store, admin_units: Arc<MemTable>, limits: SqlLimits) -> Self {
         let permits = Arc::new(Semaphore::new(limits.max_concurrent.max(1)));
         let admin_rows = ioc_core::AdminUnits::builtin().communes().len() as u64;
-        Self { store, admin_units, admin_rows, limits, permits }
+        Self { store, admin_units, admin_rows, limits, permits, audit: None }
+    }
+
+    /// Writes every statement to this audit log, and lets admins query it.
+    pub fn with_audit(mut self, audit: Arc<AuditLog>) -> Self {
+        self.audit = Some(audit);
+        self
     }
 
     pub fn limits(&self) -> &SqlLimits {
         &self.limits
     }
 
-    pub async fn run(&self, sql: &str) -> Result<QueryOutput, SqlError> {
+    /// Runs one read-only statement for `caller`, within the limits, and audits it.
+    pub async fn run(&self, caller: &Caller<'_>, sql: &str) -> Result<QueryOutput, SqlError> {
+        self.run_with_params(caller, sql, None).await
+    }
+
+    /// As [`SqlEngine::run`], with values for `$1`, `$2`, ... placeholders.
+    pub async fn run_with_params(
+        &self,
+        caller: &Caller<'_>,
+        sql: &str,
+        params: Option<ParamValues>,
+    ) -> Result<QueryOutput, SqlError> {
+        let started = Instant::now();
+        let result = self.execute(caller, sql, params).await;
+        self.record(caller, sql, started, result.as_ref().map(|o| (o.rows, o.truncated)));
+        result
+    }
+
+    /// Plans a statement for `caller` without running it: its parameter and result
+    /// types. Refuses what [`SqlEngine::run`] would refuse at plan time.
+    /// A refused statement is audited here; an accepted one when it runs.
+    pub async fn describe(&self, caller: &Caller<'_>, sql: &str) -> Result<Described, SqlError> {
+        let started = Instant::now();
+        let result = self.describe_plan(caller, sql).await;
+        if let Err(e) = &result {
+            self.record(caller, sql, started, Err(e));
+        }
+        result
+    }
+
+    async fn describe_plan(&self, caller: &Caller<'_>, sql: &str) -> Result<Described, SqlError> {
+        let runtime = RuntimeEnvBuilder::new().build_arc().map_err(|e| SqlError::Internal(e.to_string()))?;
+        let snap = self.store.snapshot();
+        let ctx = self.session(caller, &snap, runtime)?;
+        let df = self.plan(&ctx, sql).await?;
+        let plan = df.logical_plan();
+        let types = plan.get_parameter_types().map_err(|e| self.classify(e))?;
+        let mut params: Vec<(usize, Option<arrow::datatypes::DataType>)> = types
+            .into_iter()
+            .filter_map(|(k, t)| Some((k.trim_start_matches('$').parse::<usize>().ok()?, t)))
+            .collect();
+        params.sort_by_key(|(i, _)| *i);
+        Ok(Described {
+            params: params.into_iter().map(|(_, t)| t).collect(),
+            schema: Arc::new(plan.schema().as_arrow().clone()),
+        })
+    }
+
+    async fn execute(
+        &self,
+        caller: &Caller<'_>,
+        sql: &str,
+        params: Option<ParamValues>,
+    ) -> Result<QueryOutput, SqlError> {
         let _permit = self.permits.try_acquire().map_err(|_| SqlError::Busy)?;
         let started = Instant::now();
         let runtime = RuntimeEnvBuilder::new()
@@ -129,12 +228,13 @@ impl SqlEngine {
             .build_arc()
             .map_err(|e| SqlError::Internal(e.to_string()))?;
         let snap = self.store.refresh().map_err(|e| SqlError::Internal(e.to_string()))?;
-        let ctx = build_context(&self.store, &snap, self.admin_units.clone(), runtime)
-            .map_err(|e| SqlError::Internal(e.to_string()))?;
-        let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+        let ctx = self.session(caller, &snap, runtime)?;
         let limit = self.limits.max_rows;
         let work = async {
-            let df = ctx.sql_with_options(sql, options).await.map_err(|e| self.classify(e))?;
+            let mut df = self.plan(&ctx, sql).await?;
+            if let Some(params) = params {
+                df = df.with_param_values(params).map_err(|e| self.classify(e))?;
+            }
             let plan = df.clone().into_optimized_plan().map_err(|e| self.classify(e))?;
             let rows_of = |table: &str| match table {
                 "admin_units" => self.admin_rows,
@@ -149,6 +249,47 @@ impl SqlEngine {
             .await
             .map_err(|_| SqlError::Timeout(self.limits.timeout))??;
         Ok(QueryOutput { schema, batches, rows, truncated, elapsed: started.elapsed() })
+    }
+
+    fn session(
+        &self,
+        caller: &Caller<'_>,
+        snap: &ioc_storage::Snapshot,
+        runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
+    ) -> Result<SessionContext, SqlError> {
+        let audit = if caller.admin { self.audit.as_deref() } else { None };
+        let ctx = build_context(&self.store, snap, self.admin_units.clone(), runtime, caller.scope(), audit)
+            .map_err(|e| SqlError::Internal(e.to_string()))?;
+        if let Some(hook) = caller.hook {
+            hook(&ctx).map_err(|e| SqlError::Internal(e.to_string()))?;
+        }
+        Ok(ctx)
+    }
+
+    async fn plan(&self, ctx: &SessionContext, sql: &str) -> Result<DataFrame, SqlError> {
+        let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+        ctx.sql_with_options(sql, options).await.map_err(|e| self.classify(e))
+    }
+
+    /// Audits a statement: `(rows, truncated)` or why it was refused.
+    fn record(&self, caller: &Caller<'_>, sql: &str, started: Instant, result: Result<(usize, bool), &SqlError>) {
+        let Some(audit) = &self.audit else { return };
+        let (outcome, rows, error) = match result {
+            Ok((rows, truncated)) => {
+                ((if truncated { "truncated" } else { "ok" }).to_string(), Some(rows as u64), None)
+            }
+            Err(e) => (e.code().to_string(), None, Some(e.to_string())),
+        };
+        audit.record(&AuditEntry {
+            at: chrono::Utc::now(),
+            token: caller.token.to_string(),
+            via: caller.via.to_string(),
+            sql: sql.to_string(),
+            outcome,
+            rows,
+            ms: Some(started.elapsed().as_millis() as u64),
+            error,
+        });
     }
 
     fn classify(&self, e: DataFusionError) -> SqlError {

@@ -29,6 +29,8 @@ pub struct Server {
     pub child: Child,
     pub base: String,
     pub port: u16,
+    /// The PostgreSQL wire protocol port.
+    pub pg_port: u16,
     pub data_dir: PathBuf,
     pub client: reqwest::Client,
     pub token: Option<String>,
@@ -37,12 +39,15 @@ pub struct Server {
 impl Server {
     pub async fn start(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         let port = free_port();
+        let pg_port = free_port();
         let mut cmd = Command::new(ioc_bin());
         cmd.arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--http")
             .arg(format!("127.0.0.1:{port}"))
+            .arg("--pg")
+            .arg(format!("127.0.0.1:{pg_port}"))
             .args(args)
             .env_remove("IOC_AUTH_TOKENS")
             .env("IOC_LOG", "warn")
@@ -56,6 +61,7 @@ impl Server {
             child,
             base: format!("http://127.0.0.1:{port}"),
             port,
+            pg_port,
             data_dir: data_dir.to_path_buf(),
             client: reqwest::Client::new(),
             token: None,
