@@ -218,11 +218,34 @@ pub struct ProvinceCube {
     provinces: Vec<Arc<str>>,
     slots: HashMap<Arc<str>, usize>,
     per_kpi: Vec<BTreeMap<HourBucket, HourCell>>,
+    /// The same counts per Vietnam day (see [`vn_day_of`]), so that a year is 365
+    /// arrays and not 8,760.
+    per_kpi_day: Vec<BTreeMap<i64, Box<[Count]>>>,
+}
+
+/// The Vietnam day (days since 1970-01-01 in UTC+7) of an hour bucket.
+fn vn_day_of(hour: HourBucket) -> i64 {
+    (hour + 7).div_euclid(24)
+}
+
+/// The first hour bucket of a Vietnam day.
+fn vn_day_start(day: i64) -> HourBucket {
+    day * 24 - 7
+}
+
+fn add_at(counts: &mut Box<[Count]>, slot: usize, width: usize, c: Count) {
+    if counts.len() <= slot {
+        let mut grown = counts.to_vec();
+        grown.resize(width, Count::default());
+        *counts = grown.into_boxed_slice();
+    }
+    counts[slot] += c;
 }
 
 impl ProvinceCube {
     pub fn new(kpis: usize, provinces: impl IntoIterator<Item = Arc<str>>) -> Self {
-        let mut cube = Self { per_kpi: vec![BTreeMap::new(); kpis], ..Self::default() };
+        let mut cube =
+            Self { per_kpi: vec![BTreeMap::new(); kpis], per_kpi_day: vec![BTreeMap::new(); kpis], ..Self::default() };
         for p in provinces {
             cube.slot_or_insert(&p);
         }
@@ -260,14 +283,13 @@ impl ProvinceCube {
                 counts: vec![Count::default(); width].into_boxed_slice(),
                 span: (row.rollup.first_us, row.rollup.last_us),
             });
-            if cell.counts.len() <= slot {
-                let mut grown = cell.counts.to_vec();
-                grown.resize(width, Count::default());
-                cell.counts = grown.into_boxed_slice();
-            }
-            cell.counts[slot] += row.rollup.count;
+            add_at(&mut cell.counts, slot, width, row.rollup.count);
             cell.span.0 = cell.span.0.min(row.rollup.first_us);
             cell.span.1 = cell.span.1.max(row.rollup.last_us);
+            let day = self.per_kpi_day[row.kpi]
+                .entry(vn_day_of(row.hour))
+                .or_insert_with(|| vec![Count::default(); width].into_boxed_slice());
+            add_at(day, slot, width, row.rollup.count);
         }
     }
 
@@ -343,7 +365,21 @@ impl ProvinceCube {
                 }
             }
         };
-        for (hour, cell) in self.per_kpi[kpi].range(hours) {
+        // Whole Vietnam days come from the day arrays, the hours around them from the
+        // hour arrays; day and month buckets never split a Vietnam day.
+        let (d0, d1) = (vn_day_of(hours.start + 23), vn_day_of(hours.end));
+        let by_day = bucket != Some(Bucket::Hour) && d0 < d1;
+        let hour_cells = |r: Range<HourBucket>| self.per_kpi[kpi].range(r).map(|(h, c)| (*h, &c.counts[..]));
+        let cells: Box<dyn Iterator<Item = (HourBucket, &[Count])>> = if by_day {
+            let days = self.per_kpi_day[kpi].range(d0..d1).map(|(d, c)| (vn_day_start(*d), &c[..]));
+            Box::new(
+                hour_cells(hours.start..vn_day_start(d0)).chain(days).chain(hour_cells(vn_day_start(d1)..hours.end)),
+            )
+        } else {
+            Box::new(hour_cells(hours))
+        };
+        for (hour, counts) in cells {
+            let hour = &hour;
             if current.is_none_or(|(_, end)| *hour >= end) {
                 if let Some((key, _)) = current {
                     flush(&mut out, key, &mut acc);
@@ -357,9 +393,9 @@ impl ProvinceCube {
                 });
             }
             match only {
-                Some(s) => acc[s] += cell.counts.get(s).copied().unwrap_or_default(),
+                Some(s) => acc[s] += counts.get(s).copied().unwrap_or_default(),
                 None => {
-                    for (a, c) in acc.iter_mut().zip(cell.counts.iter()) {
+                    for (a, c) in acc.iter_mut().zip(counts.iter()) {
                         *a += *c;
                     }
                 }
