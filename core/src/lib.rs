@@ -8,7 +8,8 @@
 //! - [`alert`]: alert rules and the pure alert state machine (`step`);
 //! - [`catalog`]: the KPI catalog (data, not code) and targets;
 //! - [`time`]: Vietnam-time calendar buckets;
-//! - [`counters`]: additive counters per KPI, hour and dimension tuple;
+//! - [`counters`]: additive counter deltas per KPI, hour and dimension tuple, the dense
+//!   per-province cube that sums them, and running period totals;
 //! - [`open_dossiers`]: the state behind the `overdue_open` gauge.
 
 pub mod admin;
@@ -21,5 +22,5 @@ pub mod time;
 
 pub use admin::AdminUnits;
 pub use catalog::{Catalog, KpiDef, KpiKind};
-pub use counters::{Count, CounterDelta, Counters, Dim, DimFilter, DimValues};
+pub use counters::{Count, CounterDelta, CubeRow, Dim, DimFilter, DimValues, ProvinceCube, ProvinceSel, Rollup};
 pub use event::{Event, EventType, Family, ValidationError, decode_event};

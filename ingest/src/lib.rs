@@ -12,6 +12,8 @@ pub mod pipeline;
 pub mod simulator;
 pub mod telemetry;
 
-pub use pipeline::{CommitListener, Committed, IngestError, Ingestor, Origin, Outcome, PipelineConfig, Record};
+pub use pipeline::{
+    CommitListener, Committed, Derive, DeriveError, IngestError, Ingestor, Origin, Outcome, PipelineConfig, Record,
+};
 pub use simulator::Simulator;
 pub use telemetry::IngestMetrics;

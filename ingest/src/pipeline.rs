@@ -32,6 +32,22 @@ pub enum IngestError {
     Storage(#[from] StorageError),
     #[error("the ingest pipeline has stopped")]
     Stopped,
+    #[error(transparent)]
+    Derive(#[from] DeriveError),
+}
+
+/// A [`Derive`] implementation could not compute its tables.
+#[derive(Debug, Error)]
+#[error("deriving tables from a commit's events: {0}")]
+pub struct DeriveError(pub String);
+
+/// Computes tables derived from a commit's events (the KPI rollups), which are written
+/// in the same commit: derived rows are exactly as durable, and as atomic, as the
+/// events they come from. Called on the writer thread with the final batches of every
+/// commit, right before they are staged (again if the batch is planned again).
+pub trait Derive: Send + Sync {
+    /// (table, batch) pairs to stage with the events; empty batches are skipped.
+    fn derive(&self, batches: &[(Family, RecordBatch)]) -> Result<Vec<(&'static str, RecordBatch)>, DeriveError>;
 }
 
 /// Where a record came from; written with its dead letter.
@@ -94,7 +110,12 @@ pub struct Outcome {
 pub struct Committed {
     pub version: u64,
     pub committed_at: DateTime<Utc>,
+    /// The events, per family.
     pub batches: Vec<(Family, RecordBatch)>,
+    /// The derived tables' rows of the commit (see [`Derive`]): what this writer's
+    /// `Derive` produced, or, for another writer's commit, the rows of its files that
+    /// are neither events nor dead letters, e.g. a rollup backfill with no events.
+    pub derived: Vec<(String, RecordBatch)>,
 }
 
 /// Told about every commit, after it is durable and before sources get their answer.
@@ -151,12 +172,14 @@ impl Ingestor {
 
 /// Starts the writer thread from `snapshot`, the storage state that the listeners
 /// were rebuilt from: the writer hands them every later commit, its own and other
-/// writers', once each and in version order. It stops when every [`Ingestor`] is
+/// writers', once each and in version order. `derive`, if given, adds derived tables
+/// (KPI rollups) to every commit that has events. It stops when every [`Ingestor`] is
 /// dropped; join the returned handle to wait for the last commit.
 pub fn start(
     store: Store,
     snapshot: &Snapshot,
     units: Arc<AdminUnits>,
+    derive: Option<Arc<dyn Derive>>,
     listeners: Vec<Arc<dyn CommitListener>>,
     metrics: IngestMetrics,
     config: PipelineConfig,
@@ -166,7 +189,7 @@ pub fn start(
     info!(ids = dedupe.len(), ms = started.elapsed().as_millis() as u64, "dedupe index rebuilt from storage");
     metrics.dedupe_ids(dedupe.len());
     let (tx, rx) = mpsc::channel(1024);
-    let mut writer = Writer { store, units, listeners, metrics, dedupe, config, seen: snapshot.version };
+    let mut writer = Writer { store, units, derive, listeners, metrics, dedupe, config, seen: snapshot.version };
     let handle = thread::Builder::new()
         .name("ioc-ingest-writer".into())
         .spawn(move || writer.run(rx))
@@ -195,7 +218,7 @@ pub fn rebuild_dedupe(
             let Some(file) = live.get(path.as_str()) else {
                 continue;
             };
-            if file.table == DEAD_LETTERS {
+            if !Family::ALL.iter().any(|f| f.table() == file.table) {
                 continue;
             }
             for batch in store.read_file(file, Some(&["event_id"]))? {
@@ -217,6 +240,7 @@ fn event_id_hashes(batch: &RecordBatch) -> impl Iterator<Item = u128> + '_ {
 struct Writer {
     store: Store,
     units: Arc<AdminUnits>,
+    derive: Option<Arc<dyn Derive>>,
     listeners: Vec<Arc<dyn CommitListener>>,
     metrics: IngestMetrics,
     dedupe: DedupeIndex,
@@ -311,7 +335,7 @@ impl Writer {
     /// writer commits in between, its commit is folded in too; if it stored an id that
     /// this group accepts, the group is planned again, so an event is never stored
     /// twice, however many instances share the store.
-    fn commit_group(&mut self, group: &[Submission], now: DateTime<Utc>) -> Result<(Plan, Option<u64>), StorageError> {
+    fn commit_group(&mut self, group: &[Submission], now: DateTime<Utc>) -> Result<(Plan, Option<u64>), IngestError> {
         loop {
             self.sync()?;
             let plan = self.plan(group, now);
@@ -323,6 +347,11 @@ impl Writer {
             if !plan.dead.is_empty() {
                 tables.push((DEAD_LETTERS, dead_letter_batch(&plan.dead)));
             }
+            let derived = match &self.derive {
+                Some(d) if !plan.batches.is_empty() => d.derive(&plan.batches)?,
+                _ => Vec::new(),
+            };
+            tables.extend(derived.iter().cloned());
             let started = Instant::now();
             let staged = self.store.stage(&tables)?;
             loop {
@@ -333,7 +362,9 @@ impl Writer {
                         for h in &plan.fresh {
                             self.dedupe.insert(vn_date(now), *h);
                         }
-                        let committed = Committed { version: info.version, committed_at: now, batches: plan.batches };
+                        let derived = derived.into_iter().map(|(t, b)| (t.to_string(), b)).collect();
+                        let committed =
+                            Committed { version: info.version, committed_at: now, batches: plan.batches, derived };
                         for l in &self.listeners {
                             l.on_commit(&committed);
                         }
@@ -376,21 +407,29 @@ impl Writer {
         // A commit that removes files rewrites existing rows (compaction): nothing new.
         if commit.remove.is_empty() {
             let mut batches = Vec::new();
+            let mut derived = Vec::new();
             for file in &commit.add {
-                let Some(family) = Family::ALL.into_iter().find(|f| f.table() == file.table) else {
+                if file.table == DEAD_LETTERS {
                     continue;
-                };
+                }
+                let family = Family::ALL.into_iter().find(|f| f.table() == file.table);
                 for batch in self.store.read_file(file, None)? {
-                    ids.extend(event_id_hashes(&batch));
-                    batches.push((family, batch));
+                    match family {
+                        Some(family) => {
+                            ids.extend(event_id_hashes(&batch));
+                            batches.push((family, batch));
+                        }
+                        None => derived.push((file.table.clone(), batch)),
+                    }
                 }
             }
             let day = vn_date(commit.committed_at);
             for h in &ids {
                 self.dedupe.insert(day, *h);
             }
-            if !batches.is_empty() {
-                let committed = Committed { version: commit.version, committed_at: commit.committed_at, batches };
+            if !batches.is_empty() || !derived.is_empty() {
+                let committed =
+                    Committed { version: commit.version, committed_at: commit.committed_at, batches, derived };
                 for l in &self.listeners {
                     l.on_commit(&committed);
                 }

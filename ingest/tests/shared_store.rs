@@ -29,6 +29,7 @@ fn start(dir: &std::path::Path, name: &str, units: &Arc<AdminUnits>) -> (Ingesto
         store.clone(),
         &store.snapshot(),
         units.clone(),
+        None,
         vec![rows.clone()],
         IngestMetrics::unregistered(),
         PipelineConfig::default(),

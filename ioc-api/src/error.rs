@@ -54,7 +54,11 @@ impl From<KpiError> for ApiError {
             KpiError::UnknownDim(_) | KpiError::DimNotApplicable { .. } => {
                 ApiError::bad_request("invalid_dimension", e.to_string())
             }
-            KpiError::Compile { .. } | KpiError::Query(_) | KpiError::Storage(_) => ApiError::internal(e.to_string()),
+            KpiError::Compile { .. }
+            | KpiError::Query(_)
+            | KpiError::Storage(_)
+            | KpiError::Rollup(_)
+            | KpiError::BackfillContention => ApiError::internal(e.to_string()),
         }
     }
 }

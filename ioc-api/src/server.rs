@@ -86,8 +86,11 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let _ = store.orphans()?;
     let admin = admin_units_table(&units);
-    let kpis = Arc::new(KpiEngine::new(catalog, store.clone(), admin.clone())?);
-    let snapshot = store.snapshot();
+    let kpis = Arc::new(KpiEngine::new(catalog, store.clone(), &units)?);
+    // Stores written before rollups existed get them once, before the KPI state is
+    // rebuilt from them.
+    kpis.backfill_rollups(Utc::now())?;
+    let snapshot = store.refresh()?;
     kpis.rebuild(&snapshot)?;
 
     let registry = Registry::new();
@@ -100,6 +103,7 @@ pub async fn run(
         store.clone(),
         &snapshot,
         units.clone(),
+        Some(kpis.clone()),
         vec![kpis.clone()],
         metrics,
         PipelineConfig { dedupe_window_days: settings.dedupe_window_days, ..Default::default() },

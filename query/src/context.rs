@@ -24,7 +24,7 @@ use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::{LogicalPlanBuilder, col, lit};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use ioc_core::AdminUnits;
-use ioc_storage::{Snapshot, Store, schema};
+use ioc_storage::{DataFile, Snapshot, Store, schema};
 
 use crate::audit::AuditLog;
 
@@ -81,7 +81,15 @@ fn snapshot_table(
     table: &str,
     schema: arrow::datatypes::SchemaRef,
 ) -> Result<Arc<dyn TableProvider>, DataFusionError> {
-    let files = snap.files(table);
+    let files: Vec<&DataFile> = snap.files(table).iter().collect();
+    files_table(store, &files, schema)
+}
+
+fn files_table(
+    store: &Store,
+    files: &[&DataFile],
+    schema: arrow::datatypes::SchemaRef,
+) -> Result<Arc<dyn TableProvider>, DataFusionError> {
     if files.is_empty() {
         return Ok(Arc::new(MemTable::try_new(schema, vec![vec![]])?));
     }
@@ -132,4 +140,22 @@ pub fn internal_context(
     admin_units: Arc<MemTable>,
 ) -> Result<SessionContext, DataFusionError> {
     build_context(store, snap, admin_units, RuntimeEnvBuilder::new().build_arc()?, Scope::default(), None)
+}
+
+/// A session with one table only, over just the files of the snapshot whose time
+/// range (`min_time_us..=max_time_us`) meets `[from_us, to_us)`: the engine's queries
+/// over one period then open only the files that can hold rows of it.
+pub fn period_context(
+    store: &Store,
+    snap: &Snapshot,
+    table: &str,
+    from_us: i64,
+    to_us: i64,
+) -> Result<SessionContext, DataFusionError> {
+    let schema = schema::schema_of(table).ok_or_else(|| DataFusionError::Plan(format!("unknown table `{table}`")))?;
+    let files: Vec<&DataFile> =
+        snap.files(table).iter().filter(|f| f.max_time_us >= from_us && f.min_time_us < to_us).collect();
+    let ctx = SessionContext::new_with_config(session_config());
+    ctx.register_table(table, files_table(store, &files, schema)?)?;
+    Ok(ctx)
 }

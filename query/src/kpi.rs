@@ -2,10 +2,23 @@
 //!
 //! Each ratio KPI's `denominator` and `numerator` are SQL boolean expressions from the
 //! catalog. They are compiled once with DataFusion into physical expressions over the
-//! family's Arrow schema and evaluated on every committed batch to get counter deltas
-//! (the live path). The very same text runs as SQL over the stored Parquet (the
-//! recompute path, also used for the partial hours at the edges of a period). The two
-//! cannot disagree; a property test checks it on random data.
+//! family's Arrow schema and evaluated on the events of every commit, before it is
+//! staged, to get its rollup rows (`kpi_hourly`, written in the same commit). The very
+//! same text runs as SQL over the stored events (the recompute path, also used for the
+//! partial hours at the edges of a period). The two cannot disagree; a property test
+//! checks it on random data.
+//!
+//! Answers come from two tiers, both sums of the rollups:
+//! - the in-memory [`ProvinceCube`] (per KPI, hour and province), fed with the rollup
+//!   rows of every commit and rebuilt from the `kpi_hourly` files at start: every query
+//!   that filters and groups by at most the province;
+//! - SQL over `kpi_hourly` for other dimensions.
+//!
+//! **The rollup rule.** The cube is the sum of the `kpi_hourly` rows of every commit
+//! that removes no file. A commit with events carries their rollups; a backfill commit
+//! ([`KpiEngine::backfill_rollups`]) carries the rollups of older commits that had
+//! none, and no events; a commit that removes files (compaction) rewrites rows with the
+//! same sums and is never applied.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -14,24 +27,26 @@ use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, StringArray, Times
 use arrow::datatypes::TimestampMicrosecondType;
 use chrono::{DateTime, Utc};
 use datafusion::common::DFSchema;
-use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
+use ioc_core::AdminUnits;
 use ioc_core::catalog::{Catalog, Gauge, KpiDef, KpiKind};
 use ioc_core::counters::{
-    Count, CounterDelta, Counters, Dim, DimFilter, DimValue, DimValues, PeriodTotals, ScopeKey, SeriesKey,
+    Count, CounterDelta, Dim, DimFilter, DimValue, DimValues, PeriodTotals, ProvinceCube, ProvinceSel, ScopeKey,
+    SeriesKey,
 };
 use ioc_core::event::Family;
 use ioc_core::open_dossiers::OpenDossiers;
-use ioc_core::time::{Bucket, hour_of, hour_start, start_of_month};
-use ioc_ingest::{CommitListener, Committed};
-use ioc_storage::{Snapshot, Store, family_schema};
+use ioc_core::time::{Bucket, HourBucket, hour_of, hour_start, start_of_month};
+use ioc_ingest::{CommitListener, Committed, Derive, DeriveError};
+use ioc_storage::{KPI_HOURLY, Publish, Snapshot, Store, family_schema};
 use thiserror::Error;
 use tracing::{info, warn};
 
-use crate::context::internal_context;
+use crate::context::period_context;
+use crate::rollup::{CUBE_COLUMNS, RollupError, cube_rows, rollup_batch};
 
 #[derive(Debug, Error)]
 pub enum KpiError {
@@ -49,6 +64,10 @@ pub enum KpiError {
     Query(#[from] DataFusionError),
     #[error("storage: {0}")]
     Storage(#[from] ioc_storage::StorageError),
+    #[error("rollups: {0}")]
+    Rollup(#[from] RollupError),
+    #[error("could not publish the rollup backfill: other writers kept committing")]
+    BackfillContention,
 }
 
 struct Compiled {
@@ -59,12 +78,12 @@ struct Compiled {
 
 #[derive(Default)]
 struct Live {
-    counters: Counters,
+    cube: ProvinceCube,
     open: OpenDossiers,
     /// When the newest commit with events folded in was made.
     as_of: Option<DateTime<Utc>>,
     /// Running totals of the current month (Vietnam time) for live pushes; created on
-    /// first use and rebuilt from the counters when the month turns.
+    /// first use and rebuilt from the cube when the month turns.
     month: Option<PeriodTotals>,
 }
 
@@ -114,19 +133,36 @@ pub struct SeriesQuery {
     pub filter: DimFilter,
 }
 
-/// Live KPI state, kept from committed batches, plus the queries over it.
+/// Live KPI state, kept from committed rollups, plus the queries over it.
 pub struct KpiEngine {
     catalog: Arc<Catalog>,
     compiled: Vec<Option<Compiled>>,
+    /// Ratio KPI id -> index in the catalog.
+    kpi_index: HashMap<String, usize>,
+    /// The province codes of the reference data: the cube's slots.
+    provinces: Vec<Arc<str>>,
     live: RwLock<Live>,
     store: Store,
-    admin_units: Arc<MemTable>,
 }
+
+/// The columns of a dossier batch that the open-dossier state needs.
+const OPEN_DOSSIER_COLUMNS: [&str; 10] = [
+    "type",
+    "dossier_id",
+    "due_at",
+    "province_code",
+    "commune_code",
+    "agency_code",
+    "level",
+    "source",
+    "procedure_code",
+    "channel",
+];
 
 impl KpiEngine {
     /// Compiles the catalog against the table schemas. A KPI whose expression does not
     /// compile is a configuration error, reported with its id.
-    pub fn new(catalog: Arc<Catalog>, store: Store, admin_units: Arc<MemTable>) -> Result<Self, KpiError> {
+    pub fn new(catalog: Arc<Catalog>, store: Store, units: &AdminUnits) -> Result<Self, KpiError> {
         let ctx = SessionContext::new();
         let mut compiled = Vec::with_capacity(catalog.len());
         for def in catalog.kpis() {
@@ -146,41 +182,145 @@ impl KpiEngine {
                 }
             });
         }
-        let live = Live { counters: Counters::new(catalog.len()), ..Default::default() };
-        Ok(Self { catalog, compiled, live: RwLock::new(live), store, admin_units })
+        let kpi_index = catalog
+            .kpis()
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| compiled[*i].is_some())
+            .map(|(i, d)| (d.id.clone(), i))
+            .collect();
+        let provinces: Vec<Arc<str>> = units.provinces().iter().map(|p| Arc::from(p.code.as_str())).collect();
+        let live = Live { cube: ProvinceCube::new(catalog.len(), provinces.iter().cloned()), ..Default::default() };
+        Ok(Self { catalog, compiled, kpi_index, provinces, live: RwLock::new(live), store })
     }
 
     pub fn catalog(&self) -> &Catalog {
         &self.catalog
     }
 
-    /// Rebuilds the live state from every file of a snapshot. Exact: the state is a
-    /// pure sum over committed batches. Later commits arrive through [`CommitListener`].
+    /// Rebuilds the live state from a snapshot: the cube from the `kpi_hourly` files
+    /// (never from raw events), the open dossiers from the dossier events' few columns
+    /// they need. Exact: both are pure sums over committed rows. Run
+    /// [`KpiEngine::backfill_rollups`] first on stores written by older versions. Later
+    /// commits arrive through [`CommitListener`].
     pub fn rebuild(&self, snap: &Snapshot) -> Result<(), KpiError> {
         let started = std::time::Instant::now();
-        let mut delta = CounterDelta::default();
-        let mut open = OpenDossiers::default();
-        let mut rows = 0u64;
-        for family in Family::ALL {
-            for file in snap.files(family.table()) {
-                for batch in self.store.read_file(file, None)? {
-                    rows += batch.num_rows() as u64;
-                    delta.merge(self.delta_for(family, &batch)?);
-                    if family == Family::Dossier {
-                        track_open(&mut open, &batch);
-                    }
-                }
+        let mut cube = ProvinceCube::new(self.catalog.len(), self.provinces.iter().cloned());
+        let (mut rollups, mut skipped) = (0u64, 0usize);
+        let mut rows = Vec::new();
+        for file in snap.files(KPI_HOURLY) {
+            for batch in self.store.read_file(file, Some(&CUBE_COLUMNS))? {
+                rollups += batch.num_rows() as u64;
+                rows.clear();
+                skipped += cube_rows(&batch, &self.kpi_index, &mut rows)?;
+                cube.apply(&rows);
             }
         }
-        let mut counters = Counters::new(self.catalog.len());
-        counters.apply(&delta);
+        if skipped > 0 {
+            warn!(rows = skipped, "kpi_hourly rows of KPIs that are no longer in the catalog were ignored");
+        }
+        let mut open = OpenDossiers::default();
+        let mut dossiers = 0u64;
+        for file in snap.files(Family::Dossier.table()) {
+            for batch in self.store.read_file(file, Some(&OPEN_DOSSIER_COLUMNS))? {
+                dossiers += batch.num_rows() as u64;
+                track_open(&mut open, &batch);
+            }
+        }
         let as_of = snap.history.last().map(|(_, at, _)| *at);
-        *self.live.write().expect("live lock") = Live { counters, open, as_of, month: None };
-        info!(rows, ms = started.elapsed().as_millis() as u64, version = ?snap.version, "KPI counters rebuilt from storage");
+        *self.live.write().expect("live lock") = Live { cube, open, as_of, month: None };
+        info!(
+            rollups,
+            dossiers,
+            ms = started.elapsed().as_millis() as u64,
+            version = ?snap.version,
+            "KPI state rebuilt from the rollups and the dossier events"
+        );
         Ok(())
     }
 
-    /// Counter deltas of one batch of a family.
+    /// Writes the missing rollups of a store written by a version that had none: the
+    /// commits found by [`commits_without_rollups`] get their rollups, computed from
+    /// their event files, in one commit with no events and no source positions (a
+    /// backfill commit). Published only right after the snapshot it was computed from;
+    /// if another writer committed meanwhile (e.g. another instance backfilling too),
+    /// it starts over from the new snapshot, so rollups are never written twice.
+    /// Returns the backfill's version, `None` if nothing was missing.
+    pub fn backfill_rollups(&self, now: DateTime<Utc>) -> Result<Option<u64>, KpiError> {
+        for _attempt in 0..16 {
+            let snap = self.store.refresh()?;
+            let missing = commits_without_rollups(&snap);
+            if missing.is_empty() {
+                return Ok(None);
+            }
+            let started = std::time::Instant::now();
+            let live: HashMap<&str, &ioc_storage::DataFile> =
+                snap.files.values().flatten().map(|f| (f.path.as_str(), f)).collect();
+            let mut staged: Option<ioc_storage::Staged> = None;
+            let (mut events, mut chunk_events) = (0u64, 0u64);
+            let mut delta = CounterDelta::default();
+            let mut stage = |delta: &mut CounterDelta| -> Result<(), KpiError> {
+                if delta.is_empty() {
+                    return Ok(());
+                }
+                let batch = rollup_batch(&self.catalog, &std::mem::take(delta));
+                let s = self.store.stage(&[(KPI_HOURLY, batch)])?;
+                match staged.as_mut() {
+                    Some(all) => all.extend(s),
+                    None => staged = Some(s),
+                }
+                Ok(())
+            };
+            for (_, paths) in &missing {
+                for path in paths {
+                    let Some(file) = live.get(path.as_str()) else {
+                        warn!(path, "an event file without rollups is no longer live; its rollups are not backfilled");
+                        continue;
+                    };
+                    let Some(family) = Family::ALL.into_iter().find(|f| f.table() == file.table) else {
+                        continue;
+                    };
+                    for batch in self.store.read_file(file, None)? {
+                        events += batch.num_rows() as u64;
+                        chunk_events += batch.num_rows() as u64;
+                        delta.merge(self.delta_for(family, &batch)?);
+                    }
+                }
+                // Bounded memory: stage a file every million events or so; the
+                // files are published together, in one commit.
+                if chunk_events >= 1_000_000 {
+                    stage(&mut delta)?;
+                    chunk_events = 0;
+                }
+            }
+            stage(&mut delta)?;
+            let Some(staged) = staged else {
+                // Events that no ratio KPI counts: nothing to write.
+                return Ok(None);
+            };
+            match self.store.publish(&staged, &BTreeMap::new(), now, snap.version)? {
+                Publish::Committed(info) => {
+                    info!(
+                        commits = missing.len(),
+                        events,
+                        version = info.version,
+                        ms = started.elapsed().as_millis() as u64,
+                        "backfilled the KPI rollups of commits written without them"
+                    );
+                    return Ok(Some(info.version));
+                }
+                Publish::Behind(_) => {
+                    info!("another writer committed during the rollup backfill; starting over");
+                    self.store.discard(staged);
+                }
+            }
+        }
+        Err(KpiError::BackfillContention)
+    }
+
+    /// Counter deltas of one batch of a family: per ratio KPI, hour and dimension
+    /// tuple, the events its denominator counts, how many its numerator counts, and
+    /// their earliest and latest time.
     pub fn delta_for(&self, family: Family, batch: &RecordBatch) -> Result<CounterDelta, DataFusionError> {
         let mut delta = CounterDelta::default();
         if batch.num_rows() == 0 {
@@ -188,10 +328,7 @@ impl KpiEngine {
         }
         let times =
             batch.column_by_name("occurred_at").expect("occurred_at").as_primitive::<TimestampMicrosecondType>();
-        let hours: Vec<i64> = times.values().iter().map(|t| t.div_euclid(3_600_000_000)).collect();
-        for (h, t) in hours.iter().zip(times.values().iter()) {
-            delta.observe(*h, *t);
-        }
+        let times = times.values();
         let dims = row_dims(family, batch);
         for (kpi, c) in self.compiled.iter().enumerate() {
             let Some(c) = c else { continue };
@@ -203,29 +340,42 @@ impl KpiEngine {
             for i in 0..batch.num_rows() {
                 if den.is_valid(i) && den.value(i) {
                     let n = u64::from(num.is_valid(i) && num.value(i));
-                    delta.add(kpi, hours[i], dims[i].clone(), Count::new(n, 1));
+                    let hour = times[i].div_euclid(3_600_000_000);
+                    delta.add(kpi, hour, dims[i].clone(), Count::new(n, 1), times[i]);
                 }
             }
         }
         Ok(delta)
     }
 
-    /// Folds a committed batch set into the live state.
-    pub fn apply(&self, committed: &Committed) {
+    /// The rollup rows of a commit's events.
+    pub fn derive_delta(&self, batches: &[(Family, RecordBatch)]) -> Result<CounterDelta, DataFusionError> {
         let mut delta = CounterDelta::default();
-        for (family, batch) in &committed.batches {
-            match self.delta_for(*family, batch) {
-                Ok(d) => delta.merge(d),
-                // Expressions compiled against this very schema; failure is a bug.
-                Err(e) => {
-                    warn!(error = %e, family = family.table(), "could not evaluate KPI expressions")
-                }
+        for (family, batch) in batches {
+            delta.merge(self.delta_for(*family, batch)?);
+        }
+        Ok(delta)
+    }
+
+    /// Folds a commit into the live state: its rollup rows into the cube and the month
+    /// totals, its dossier events into the open-dossier state.
+    pub fn apply(&self, committed: &Committed) {
+        let mut rows = Vec::new();
+        for (table, batch) in &committed.derived {
+            if table != KPI_HOURLY {
+                continue;
+            }
+            match cube_rows(batch, &self.kpi_index, &mut rows) {
+                Ok(0) => {}
+                Ok(skipped) => warn!(rows = skipped, "kpi_hourly rows of KPIs not in the catalog were ignored"),
+                // Rollups are written by this engine's own schema; failure is a bug.
+                Err(e) => warn!(error = %e, "could not read the rollups of a commit"),
             }
         }
         let mut live = self.live.write().expect("live lock");
-        live.counters.apply(&delta);
+        live.cube.apply(&rows);
         if let Some(month) = live.month.as_mut() {
-            month.apply(&delta);
+            month.apply(&rows);
         }
         for (family, batch) in &committed.batches {
             if *family == Family::Dossier {
@@ -246,14 +396,14 @@ impl KpiEngine {
     /// over it, nationally and per province, that changed since the last call (all of
     /// them on the first call and when the month turns). Late events in past hours of
     /// the month change totals too. Exactly what `list` answers for the month, since
-    /// both are sums of the same counters.
+    /// both are sums of the same cube.
     pub fn take_month_changes(&self, now: DateTime<Utc>) -> (Period, Vec<(usize, ScopeKey, Count)>) {
         let from = start_of_month(now);
         let to = Bucket::Month.next(from);
         let hours = hour_of(from.to_utc())..hour_of(to.to_utc());
         let mut live = self.live.write().expect("live lock");
         if live.month.as_ref().is_none_or(|m| m.hours() != hours) {
-            live.month = Some(PeriodTotals::new(hours, &live.counters));
+            live.month = Some(PeriodTotals::new(hours, &live.cube));
         }
         let changed = live.month.as_mut().map(PeriodTotals::take_changed).unwrap_or_default();
         (Period { from: from.to_utc(), to: to.to_utc() }, changed)
@@ -338,9 +488,11 @@ impl KpiEngine {
         Ok((def.clone(), rows))
     }
 
-    /// Counts of one KPI, exact for any `[from, to)`: whole hours from the counters, and
-    /// the partial hours at the edges from the counters when every event of that hour
-    /// falls on one side of the edge, else from SQL over the stored events.
+    /// Counts of one KPI, exact for any `[from, to)`: whole hours from the cube (at
+    /// most the province in filters and groups) or from SQL over `kpi_hourly` (other
+    /// dimensions); the partial hours at the edges the same way when every event the
+    /// KPI counts in that hour falls on one side of the edge, else from SQL over the
+    /// stored events of that hour.
     async fn counts(
         &self,
         idx: usize,
@@ -378,34 +530,74 @@ impl KpiEngine {
         if full_end <= last && last != first {
             partial.push((last, hour_start(last), to));
         }
+        let province_only =
+            group_by.iter().all(|d| *d == Dim::ProvinceCode) && filter.0.iter().all(|(d, _)| *d == Dim::ProvinceCode);
         let mut sql_ranges = Vec::new();
-        let mut whole_hours = Vec::new();
+        // Whole hours to sum: the inner ones and the edge hours whose events all fall
+        // inside the period. They are contiguous, since edge hours border the inner ones.
+        let mut whole: Option<(HourBucket, HourBucket)> = (full_start < full_end).then_some((full_start, full_end));
         {
             let live = self.live.read().expect("live lock");
             for (hour, a, b) in partial {
-                let Some((lo, hi)) = live.counters.span(hour) else {
+                let Some((lo, hi)) = live.cube.span(idx, hour) else {
                     continue;
                 };
                 let (a_us, b_us) = (a.timestamp_micros(), b.timestamp_micros());
                 if lo >= a_us && hi < b_us {
-                    whole_hours.push(hour);
+                    whole = Some(whole.map_or((hour, hour + 1), |(s, e)| (s.min(hour), e.max(hour + 1))));
                 } else if hi >= a_us && lo < b_us {
                     sql_ranges.push((hour, a, b));
                 }
             }
-            if full_start < full_end {
-                out = live.counters.series(idx, full_start..full_end, filter, group_by, bucket);
+            if province_only && let Some((s, e)) = whole {
+                let mut provinces = filter.0.iter().map(|(_, p)| p.as_str());
+                let sel = match provinces.next() {
+                    None => ProvinceSel::All,
+                    Some(p) if provinces.all(|q| q == p) => ProvinceSel::One(p),
+                    // Two different provinces at once: nothing matches.
+                    Some(_) => return Ok(out),
+                };
+                out = live.cube.series(idx, s..e, sel, !group_by.is_empty(), bucket);
             }
-            for h in whole_hours {
-                for (k, c) in live.counters.series(idx, h..h + 1, filter, group_by, bucket) {
-                    *out.entry(k).or_default() += c;
-                }
-            }
+        }
+        if !province_only && let Some((s, e)) = whole {
+            out = self.rollup_counts(def, s..e, bucket, group_by, filter).await?;
         }
         for (hour, a, b) in sql_ranges {
             let b_key = bucket.map(|bk| bk.floor(hour_start(hour)).to_utc());
             for (dims, c) in self.sql_counts(def, Period { from: a, to: b }, group_by, filter).await? {
                 *out.entry((b_key, dims)).or_default() += c;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sums a KPI's rollups over whole hours with SQL over `kpi_hourly`, grouped by
+    /// calendar bucket (Vietnam time) and dimensions.
+    async fn rollup_counts(
+        &self,
+        def: &KpiDef,
+        hours: std::ops::Range<HourBucket>,
+        bucket: Option<Bucket>,
+        group_by: &[Dim],
+        filter: &DimFilter,
+    ) -> Result<BTreeMap<SeriesKey, Count>, KpiError> {
+        let (from, to) = (hour_start(hours.start), hour_start(hours.end));
+        let sql = rollup_sql(&def.id, Period { from, to }, bucket, group_by, filter);
+        let snap = self.store.snapshot();
+        let ctx = period_context(&self.store, &snap, KPI_HOURLY, from.timestamp_micros(), to.timestamp_micros())?;
+        let batches = run(&ctx, &sql).await?;
+        let mut out = BTreeMap::new();
+        let skip = usize::from(bucket.is_some());
+        for b in batches {
+            let n = group_by.len();
+            let num = b.column(skip + n).as_primitive::<arrow::datatypes::Int64Type>();
+            let den = b.column(skip + n + 1).as_primitive::<arrow::datatypes::Int64Type>();
+            let starts = (skip == 1).then(|| b.column(0).as_primitive::<TimestampMicrosecondType>());
+            for i in 0..b.num_rows() {
+                let key = starts.map(|s| DateTime::from_timestamp_micros(s.value(i)).expect("bucket start in range"));
+                let dims = (0..n).map(|c| string_at(&b, skip + c, i)).collect();
+                *out.entry((key, dims)).or_default() += Count::new(num.value(i) as u64, den.value(i) as u64);
             }
         }
         Ok(out)
@@ -423,25 +615,104 @@ impl KpiEngine {
             return Ok(Vec::new());
         };
         let snap = self.store.snapshot();
-        let ctx = internal_context(&self.store, &snap, self.admin_units.clone())?;
-        let batches: Vec<RecordBatch> = ctx.sql(&sql).await?.execute_stream().await?.try_collect().await?;
+        let table = def.family().table();
+        let (from_us, to_us) = (period.from.timestamp_micros(), period.to.timestamp_micros());
+        let ctx = period_context(&self.store, &snap, table, from_us, to_us)?;
         let mut out = Vec::new();
-        for b in batches {
+        for b in run(&ctx, &sql).await? {
             let n = group_by.len();
             let num = b.column(n).as_primitive::<arrow::datatypes::Int64Type>();
             let den = b.column(n + 1).as_primitive::<arrow::datatypes::Int64Type>();
             for i in 0..b.num_rows() {
-                let dims = (0..n)
-                    .map(|c| {
-                        let col = b.column(c).as_string::<i32>();
-                        col.is_valid(i).then(|| Arc::<str>::from(col.value(i)))
-                    })
-                    .collect();
+                let dims = (0..n).map(|c| string_at(&b, c, i)).collect();
                 out.push((dims, Count::new(num.value(i) as u64, den.value(i) as u64)));
             }
         }
         Ok(out)
     }
+}
+
+async fn run(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, DataFusionError> {
+    ctx.sql(sql).await?.execute_stream().await?.try_collect().await
+}
+
+fn string_at(b: &RecordBatch, col: usize, row: usize) -> DimValue {
+    let col = b.column(col).as_string::<i32>();
+    col.is_valid(row).then(|| Arc::<str>::from(col.value(row)))
+}
+
+impl Derive for KpiEngine {
+    fn derive(&self, batches: &[(Family, RecordBatch)]) -> Result<Vec<(&'static str, RecordBatch)>, DeriveError> {
+        let delta = self.derive_delta(batches).map_err(|e| DeriveError(e.to_string()))?;
+        if delta.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(vec![(KPI_HOURLY, rollup_batch(&self.catalog, &delta))])
+    }
+}
+
+/// The commits of a snapshot whose events have no rollups, with the paths of the files
+/// they added: commits that add event files, no `kpi_hourly` file and remove nothing,
+/// made after the last backfill commit (one that adds `kpi_hourly` files and no event
+/// files, and removes nothing), since a backfill covers every commit before it. Since
+/// every commit with events made by this version carries its rollups, only data
+/// written by older versions (without rollups) qualifies, plus the rare commit whose
+/// events no ratio KPI counts (found again at each start, and cheap: nothing to write).
+pub fn commits_without_rollups(snap: &Snapshot) -> Vec<(u64, Vec<String>)> {
+    let table_of = |path: &str| path.split('/').nth(1).map(str::to_string).unwrap_or_default();
+    let is_event = |t: &str| Family::ALL.iter().any(|f| f.table() == t);
+    let mut out = Vec::new();
+    for (version, _, paths) in &snap.history {
+        if snap.rewrites.contains(version) {
+            continue;
+        }
+        let tables: Vec<String> = paths.iter().map(|p| table_of(p)).collect();
+        let events = tables.iter().any(|t| is_event(t));
+        let rollups = tables.iter().any(|t| t == KPI_HOURLY);
+        match (events, rollups) {
+            (true, false) => out.push((*version, paths.clone())),
+            // A backfill: it covers every commit before it.
+            (false, true) => out.clear(),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The SQL that sums a KPI's rollups over `[from, to)` (whole hours), grouped by
+/// Vietnam-time bucket (`UTC+7`, no daylight saving) and `group_by`.
+pub fn rollup_sql(kpi: &str, period: Period, bucket: Option<Bucket>, group_by: &[Dim], filter: &DimFilter) -> String {
+    let mut select = Vec::new();
+    let mut group = Vec::new();
+    if let Some(b) = bucket {
+        let unit = match b {
+            Bucket::Hour => "hour",
+            Bucket::Day => "day",
+            Bucket::Month => "month",
+        };
+        select.push(format!("date_trunc('{unit}', hour + INTERVAL '7 hours') - INTERVAL '7 hours' AS bucket_start"));
+        group.push("bucket_start".to_string());
+    }
+    for d in group_by {
+        select.push(d.as_str().to_string());
+        group.push(d.as_str().to_string());
+    }
+    select.push("CAST(SUM(numerator) AS BIGINT) AS numerator".into());
+    select.push("CAST(SUM(denominator) AS BIGINT) AS denominator".into());
+    let ts = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let mut conds = vec![
+        format!("kpi = '{}'", kpi.replace('\'', "''")),
+        format!("hour >= TIMESTAMP '{}'", ts(period.from)),
+        format!("hour < TIMESTAMP '{}'", ts(period.to)),
+    ];
+    for (d, v) in &filter.0 {
+        conds.push(format!("{} = '{}'", d.as_str(), v.replace('\'', "''")));
+    }
+    let mut sql = format!("SELECT {} FROM {KPI_HOURLY} WHERE {}", select.join(", "), conds.join(" AND "));
+    if !group.is_empty() {
+        sql.push_str(&format!(" GROUP BY {}", group.join(", ")));
+    }
+    sql
 }
 
 impl CommitListener for KpiEngine {

@@ -4,14 +4,20 @@
 //!   tables (`dossier_events`, ..., `admin_units`, `dead_letters`);
 //! - [`sandbox`]: the read-only SQL sandbox with memory, time, row and concurrency limits,
 //!   row security for province-scoped callers, and the audit log ([`audit`]);
-//! - [`kpi`]: the KPI engine: catalog expressions compiled once, evaluated on committed
-//!   batches (live counters) and as SQL over Parquet (recompute and period edges).
+//! - [`kpi`]: the KPI engine: catalog expressions compiled once, evaluated on the
+//!   events of each commit (its rollups) and as SQL over Parquet (recompute and period
+//!   edges); the in-memory province cube and SQL over the rollups answer queries;
+//! - [`rollup`]: the `kpi_hourly` rollup rows, and their re-aggregation for compaction;
+//! - [`generate`]: writes seeded simulator events with their rollups, fast (benchmarks).
 
 pub mod audit;
 pub mod context;
+pub mod generate;
 pub mod kpi;
+pub mod rollup;
 pub mod sandbox;
 
 pub use audit::{AuditEntry, AuditLog};
-pub use kpi::{KpiEngine, KpiError, KpiValue, Period, SeriesQuery, SeriesRow};
+pub use kpi::{KpiEngine, KpiError, KpiValue, Period, SeriesQuery, SeriesRow, commits_without_rollups};
+pub use rollup::{RollupError, reaggregate_rollups};
 pub use sandbox::{Caller, Described, QueryOutput, SessionHook, SqlEngine, SqlError, SqlLimits};

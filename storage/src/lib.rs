@@ -7,5 +7,8 @@
 pub mod schema;
 pub mod store;
 
-pub use schema::{DEAD_LETTERS, DeadLetter, FamilyBuilder, dead_letter_batch, family_schema};
+pub use schema::{
+    DEAD_LETTERS, DeadLetter, FamilyBuilder, KPI_HOURLY, dead_letter_batch, family_schema, kpi_hourly_schema,
+    time_column_of,
+};
 pub use store::{Commit, CommitInfo, DataFile, Publish, Snapshot, Staged, StorageError, Store};

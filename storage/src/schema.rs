@@ -13,6 +13,10 @@ use ioc_core::event::{Body, Event, Family};
 /// The name of the dead-letter table.
 pub const DEAD_LETTERS: &str = "dead_letters";
 
+/// The name of the hourly KPI rollup table: counter deltas of ratio KPIs per KPI, UTC
+/// hour and dimension tuple, written in the same commit as the events they count.
+pub const KPI_HOURLY: &str = "kpi_hourly";
+
 /// Timestamps are stored as microseconds in UTC.
 pub fn timestamp_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
@@ -102,20 +106,55 @@ pub fn family_schema(family: Family) -> SchemaRef {
     }
 }
 
+static KPI_HOURLY_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let dim = |n: &str| Field::new(n, DataType::Utf8, true);
+    Arc::new(Schema::new(vec![
+        Field::new("kpi", DataType::Utf8, false),
+        Field::new("hour", timestamp_type(), false),
+        dim("province_code"),
+        dim("commune_code"),
+        dim("agency_code"),
+        dim("level"),
+        dim("source"),
+        dim("procedure_code"),
+        dim("channel"),
+        Field::new("numerator", DataType::Int64, false),
+        Field::new("denominator", DataType::Int64, false),
+        Field::new("first_at", timestamp_type(), false),
+        Field::new("last_at", timestamp_type(), false),
+    ]))
+});
+
 pub fn dead_letter_schema() -> SchemaRef {
     DEAD.clone()
 }
 
-/// Every stored table: the four families and the dead letters.
+/// The schema of [`KPI_HOURLY`]: `kpi`, `hour` (the hour's start), the seven
+/// dimensions, `numerator`, `denominator`, and `first_at`/`last_at`, the earliest and
+/// latest `occurred_at` of the events a row counts.
+pub fn kpi_hourly_schema() -> SchemaRef {
+    KPI_HOURLY_SCHEMA.clone()
+}
+
+/// Every stored table: the four families, the dead letters and the KPI rollups.
 pub fn tables() -> impl Iterator<Item = (&'static str, SchemaRef)> {
     Family::ALL
         .into_iter()
         .map(|f| (f.table(), family_schema(f)))
-        .chain(std::iter::once((DEAD_LETTERS, dead_letter_schema())))
+        .chain([(DEAD_LETTERS, dead_letter_schema()), (KPI_HOURLY, kpi_hourly_schema())])
 }
 
 pub fn schema_of(table: &str) -> Option<SchemaRef> {
     tables().find(|(t, _)| *t == table).map(|(_, s)| s)
+}
+
+/// The timestamp column a table is partitioned (by Vietnam date) and sorted by.
+pub fn time_column_of(table: &str) -> &'static str {
+    match table {
+        DEAD_LETTERS => "received_at",
+        KPI_HOURLY => "hour",
+        _ => "occurred_at",
+    }
 }
 
 /// Builds one family's record batch from validated events.

@@ -16,7 +16,7 @@
 //! commit or none of it. A commit record also carries the source positions (e.g. Kafka
 //! offsets) that its data covers: data and positions become durable together.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
-use crate::schema::{DEAD_LETTERS, schema_of};
+use crate::schema::{schema_of, time_column_of};
 
 #[derive(Debug, Error)]
 pub enum StorageError {
@@ -94,6 +94,9 @@ pub struct Snapshot {
     pub sources: BTreeMap<String, i64>,
     /// (version, committed_at, files added) for every commit, oldest first.
     pub history: Vec<(u64, DateTime<Utc>, Vec<String>)>,
+    /// Versions of the commits that removed files (compaction): they rewrite rows that
+    /// earlier commits added, and add no new ones.
+    pub rewrites: BTreeSet<u64>,
 }
 
 impl Snapshot {
@@ -122,6 +125,9 @@ impl Snapshot {
             self.sources.insert(k.clone(), *v);
         }
         self.history.push((c.version, c.committed_at, c.add.iter().map(|f| f.path.clone()).collect()));
+        if !c.remove.is_empty() {
+            self.rewrites.insert(c.version);
+        }
         self.version = Some(c.version);
     }
 }
@@ -131,6 +137,14 @@ impl Snapshot {
 pub struct Staged {
     tag: String,
     files: Vec<DataFile>,
+}
+
+impl Staged {
+    /// Adds the files of another staged set, so that one commit publishes both (e.g.
+    /// when the data is too large to be staged in one call).
+    pub fn extend(&mut self, other: Staged) {
+        self.files.extend(other.files);
+    }
 }
 
 /// What [`Store::publish`] did.
@@ -291,10 +305,22 @@ impl Store {
         sources: BTreeMap<String, i64>,
         committed_at: DateTime<Utc>,
     ) -> Result<CommitInfo, StorageError> {
+        self.commit_replacing(batches, &[], sources, committed_at)
+    }
+
+    /// Like [`Store::commit`], and the same commit removes the files `remove` (paths as
+    /// in [`DataFile::path`]): a rewrite such as compaction, atomic like any commit.
+    pub fn commit_replacing(
+        &self,
+        batches: &[(&str, RecordBatch)],
+        remove: &[String],
+        sources: BTreeMap<String, i64>,
+        committed_at: DateTime<Utc>,
+    ) -> Result<CommitInfo, StorageError> {
         let staged = self.stage(batches)?;
         for _attempt in 0..64 {
             let after = self.refresh()?.version;
-            match self.publish(&staged, &sources, committed_at, after)? {
+            match self.publish_replacing(&staged, remove, &sources, committed_at, after)? {
                 Publish::Committed(info) => return Ok(info),
                 Publish::Behind(_) => continue,
             }
@@ -318,7 +344,7 @@ impl Store {
             if batch.num_rows() == 0 {
                 continue;
             }
-            let time_col = if *table == DEAD_LETTERS { "received_at" } else { "occurred_at" };
+            let time_col = time_column_of(table);
             if schema_of(table).is_none() {
                 return Err(StorageError::UnknownTable(table.to_string()));
             }
@@ -366,6 +392,18 @@ impl Store {
         committed_at: DateTime<Utc>,
         after: Option<u64>,
     ) -> Result<Publish, StorageError> {
+        self.publish_replacing(staged, &[], sources, committed_at, after)
+    }
+
+    /// [`Store::publish`] of a commit that also removes the files `remove`.
+    pub fn publish_replacing(
+        &self,
+        staged: &Staged,
+        remove: &[String],
+        sources: &BTreeMap<String, i64>,
+        committed_at: DateTime<Utc>,
+        after: Option<u64>,
+    ) -> Result<Publish, StorageError> {
         let newer = self.commits_after(after)?;
         if !newer.is_empty() {
             self.refresh()?;
@@ -377,7 +415,7 @@ impl Store {
             writer: self.inner.writer.clone(),
             committed_at,
             add: staged.files.clone(),
-            remove: Vec::new(),
+            remove: remove.to_vec(),
             sources: sources.clone(),
         };
         let log_dir = self.inner.root.join(LOG_DIR);
@@ -549,7 +587,7 @@ fn split_by_vn_day(batch: &RecordBatch, time_col: &str) -> Result<Vec<(NaiveDate
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::{DeadLetter, dead_letter_batch};
+    use crate::schema::{DEAD_LETTERS, DeadLetter, dead_letter_batch};
 
     fn letters(n: usize, at: &str) -> RecordBatch {
         let t: DateTime<Utc> = at.parse().unwrap();
@@ -653,6 +691,23 @@ mod tests {
         let reopened = Store::open(dir.path(), "w").unwrap();
         assert_eq!(reopened.snapshot().rows(DEAD_LETTERS), 1);
         assert_eq!(reopened.orphans().unwrap(), vec![stray]);
+    }
+
+    #[test]
+    fn a_replacing_commit_swaps_files_atomically_and_is_marked_as_a_rewrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "w").unwrap();
+        for _ in 0..2 {
+            store.commit(&[(DEAD_LETTERS, letters(2, "2026-01-01T00:00:00Z"))], BTreeMap::new(), Utc::now()).unwrap();
+        }
+        let old: Vec<String> = store.snapshot().files(DEAD_LETTERS).iter().map(|f| f.path.clone()).collect();
+        let info = store
+            .commit_replacing(&[(DEAD_LETTERS, letters(4, "2026-01-01T00:00:00Z"))], &old, BTreeMap::new(), Utc::now())
+            .unwrap();
+        let snap = Store::open(dir.path(), "r").unwrap().snapshot();
+        assert_eq!(snap.files(DEAD_LETTERS).len(), 1);
+        assert_eq!(snap.rows(DEAD_LETTERS), 4);
+        assert_eq!(snap.rewrites, BTreeSet::from([info.version]));
     }
 
     #[test]

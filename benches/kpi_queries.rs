@@ -1,0 +1,116 @@
+//! KPI API latency over a year of data, and the server's memory after start-up.
+//!
+//! 1. `N` seeded simulator events spread over the last 365 days are written straight
+//!    into a fresh data dir with their rollups (`ioc_query::generate`), in commits of
+//!    200,000 events;
+//! 2. `ioc serve` starts on it (the KPI state is rebuilt from `kpi_hourly`); start-up
+//!    time and RSS are read once it is healthy;
+//! 3. `GET /api/v1/kpis` (national and one province) and `GET /api/v1/kpis/{id}` with
+//!    `group_by=province_code` and `bucket=day|month` are timed over 1 day, 1 month and
+//!    1 year (Vietnam dates), sequentially, p50 and p99 of `--rounds` requests each.
+//!
+//! Run: `cargo bench -p ioc-api --bench kpi_queries -- [--events N] [--rounds R]`
+//! (defaults 1,500,000 and 100). Figures go to BENCHMARKS.md.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{Days, Utc};
+use ioc_core::time::{start_of_day, vn_date};
+use ioc_core::{AdminUnits, Catalog};
+use ioc_query::{KpiEngine, Period, generate};
+use ioc_storage::Store;
+use support::{Server, status_kib};
+
+fn main() {
+    let (mut n, mut rounds) = (1_500_000u64, 100usize);
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--events" => n = args.next().and_then(|v| v.parse().ok()).expect("--events takes a number"),
+            "--rounds" => rounds = args.next().and_then(|v| v.parse().ok()).expect("--rounds takes a number"),
+            "--bench" => {}
+            other => eprintln!("ignoring argument {other}"),
+        }
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(run(n, rounds));
+}
+
+async fn run(n: u64, rounds: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let units = Arc::new(AdminUnits::builtin());
+    let now = Utc::now();
+    let today = start_of_day(now).to_utc();
+    let year = Period { from: today - chrono::Duration::days(365), to: now };
+    {
+        let store = Store::open(dir.path().join("store"), "generator").unwrap();
+        let engine = KpiEngine::new(Arc::new(Catalog::builtin()), store.clone(), &units).unwrap();
+        let started = Instant::now();
+        let g = generate::write_simulated(&store, &engine, units.clone(), 42, n, year, 200_000).unwrap();
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "generated {} events ({} rollup rows, {} commits) in {secs:.1} s: {:.0} events/s",
+            g.events,
+            g.rollup_rows,
+            g.commits,
+            g.events as f64 / secs
+        );
+    }
+    let started = Instant::now();
+    let server = Server::start(dir.path(), &[], &[]).await;
+    println!(
+        "ioc serve: healthy after {:.2} s; VmRSS {} MiB, VmHWM {} MiB",
+        started.elapsed().as_secs_f64(),
+        status_kib(server.child.id(), "VmRSS:") / 1024,
+        status_kib(server.child.id(), "VmHWM:") / 1024
+    );
+    let day = vn_date(now) - Days::new(1);
+    let periods = [
+        ("1 day", day, day + Days::new(1)),
+        ("1 month", day - Days::new(30), day + Days::new(1)),
+        ("1 year", day - Days::new(364), day + Days::new(1)),
+    ];
+    println!("{:<8} {:<48} {:>9} {:>9}", "period", "request", "p50 ms", "p99 ms");
+    for (name, from, to) in periods {
+        let q = format!("from={from}&to={to}");
+        let requests = [
+            format!("/api/v1/kpis?{q}"),
+            format!("/api/v1/kpis?{q}&province_code=01"),
+            format!("/api/v1/kpis/online_submission_rate?{q}&group_by=province_code&bucket=day"),
+            format!("/api/v1/kpis/online_submission_rate?{q}&group_by=province_code&bucket=month"),
+            format!("/api/v1/kpis/online_submission_rate?{q}&province_code=79&bucket=day"),
+        ];
+        for path in requests {
+            let (status, _) = server.get(&path).await;
+            assert_eq!(status, 200, "{path}");
+            let mut times: Vec<Duration> = Vec::with_capacity(rounds);
+            for _ in 0..rounds {
+                let t = Instant::now();
+                let (status, _) = server.get(&path).await;
+                times.push(t.elapsed());
+                assert_eq!(status, 200);
+            }
+            times.sort();
+            let pct = |p: f64| times[((times.len() as f64 * p) as usize).min(times.len() - 1)].as_secs_f64() * 1e3;
+            let shown = path.split('?').map(|s| s.replace(&q, "…")).collect::<Vec<_>>().join("?");
+            println!("{name:<8} {shown:<48} {:>9.2} {:>9.2}", pct(0.5), pct(0.99));
+        }
+    }
+    println!(
+        "after the queries: VmRSS {} MiB, VmHWM {} MiB",
+        status_kib(server.child.id(), "VmRSS:") / 1024,
+        status_kib(server.child.id(), "VmHWM:") / 1024
+    );
+    // A series by a dimension the cube does not hold: answered with SQL over kpi_hourly.
+    let q = format!("from={}&to={}", day - Days::new(30), day + Days::new(1));
+    let t = Instant::now();
+    let (status, _) = server.get(&format!("/api/v1/kpis/online_submission_rate?{q}&group_by=channel&bucket=day")).await;
+    assert_eq!(status, 200);
+    println!("1 month by channel (SQL over kpi_hourly): {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
+}
