@@ -174,7 +174,8 @@ impl KpiEngine {
         }
         let mut counters = Counters::new(self.catalog.len());
         counters.apply(&delta);
-        let as_of = snap.history.last().map(|(_, at, _)| *at);
+        // The newest acceptance time: compacted files keep older ones, so not the last.
+        let as_of = snap.history.iter().map(|(_, at, _)| *at).max();
         *self.live.write().expect("live lock") = Live { counters, open, as_of, month: None };
         info!(rows, ms = started.elapsed().as_millis() as u64, version = ?snap.version, "KPI counters rebuilt from storage");
         Ok(())
