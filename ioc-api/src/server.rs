@@ -25,6 +25,7 @@ use crate::app::{AppState, app};
 use crate::audit::AuditLog;
 use crate::config::{ConfigError, Settings};
 use crate::live::Hub;
+use crate::maintenance::{self, MaintenanceMetrics};
 use crate::ws::WsMetrics;
 
 #[derive(Debug, Error)]
@@ -112,6 +113,7 @@ pub async fn run(
             .with_webhook(stop_rx.clone()),
     );
     let ws_metrics = WsMetrics::register(&registry)?;
+    let maintenance_metrics = MaintenanceMetrics::register(&registry)?;
     let state = AppState {
         store: store.clone(),
         units: units.clone(),
@@ -153,6 +155,13 @@ pub async fn run(
     let sync = tokio::spawn(sync_with_other_writers(ingestor.clone(), stop_rx.clone()));
     let hub_task = tokio::spawn(hub.clone().run(kpis.clone(), stop_rx.clone()));
     let alert_task = tokio::spawn(alerts.clone().run(kpis.clone(), hub.clone(), stop_rx.clone()));
+    // Compaction, retention and vacuum: off the writer thread, published with CAS.
+    let maintenance_task = tokio::spawn(maintenance::run_background(
+        store.clone(),
+        settings.compaction.clone(),
+        maintenance_metrics,
+        stop_rx.clone(),
+    ));
     let simulator = match mode {
         Mode::Demo { rate } => Some(tokio::spawn(simulate_live(ingestor.clone(), units, rate, stop_rx.clone()))),
         Mode::Serve => None,
@@ -175,6 +184,7 @@ pub async fn run(
     let _ = sync.await;
     let _ = hub_task.await;
     let _ = alert_task.await;
+    let _ = maintenance_task.await;
     // Upgraded websockets outlive the HTTP server's graceful shutdown: give each a
     // moment to send its close frame.
     let deadline = std::time::Instant::now() + Duration::from_secs(3);
