@@ -202,6 +202,9 @@ pub fn compact(
 ) -> Result<CompactReport, StorageError> {
     let mut report = CompactReport::default();
     let mut after = plan.version;
+    // Every file that commits after `plan.version` removed, as far as seen: a later
+    // partition must be checked against commits an earlier one already went past.
+    let mut gone: HashSet<String> = HashSet::new();
     let mut done = 0u64;
     for part in &plan.partitions {
         let mut staged: Option<Staged> = None;
@@ -229,7 +232,7 @@ pub fn compact(
             return Err(e);
         }
         let remove: Vec<String> = part.groups.iter().flatten().map(|f| f.path.clone()).collect();
-        match publish_removal(store, &staged, &remove, &mut after)? {
+        match publish_removal(store, &staged, &remove, &mut after, &mut gone)? {
             Some(version) => {
                 report.commits += 1;
                 report.files_removed += remove.len();
@@ -296,26 +299,27 @@ fn merge_group(
 }
 
 /// Publishes a commit that removes `remove` (and adds what is staged) right after
-/// `after`, moving `after` over newer commits that removed none of `remove`. Returns
-/// the new version, or `None` if a newer commit removed one of them.
+/// `after`, moving `after` over newer commits. `gone` holds the files removed by the
+/// commits already gone over since the files to remove were known to be live. Returns
+/// the new version, or `None` if any of `remove` is gone.
 fn publish_removal(
     store: &Store,
     staged: &Staged,
     remove: &[String],
     after: &mut Option<u64>,
+    gone: &mut HashSet<String>,
 ) -> Result<Option<u64>, StorageError> {
-    let mine: HashSet<&str> = remove.iter().map(String::as_str).collect();
     for _ in 0..MAX_ATTEMPTS {
+        if remove.iter().any(|p| gone.contains(p)) {
+            return Ok(None);
+        }
         match store.publish_removal(staged, remove, Utc::now(), *after)? {
             Publish::Committed(info) => {
                 *after = Some(info.version);
                 return Ok(Some(info.version));
             }
             Publish::Behind(commits) => {
-                if commits.iter().flat_map(|c| &c.remove).any(|p| mine.contains(p.as_str())) {
-                    *after = commits.last().map(|c| c.version).or(*after);
-                    return Ok(None);
-                }
+                gone.extend(commits.iter().flat_map(|c| c.remove.iter().cloned()));
                 *after = commits.last().map(|c| c.version).or(*after);
             }
         }
@@ -605,6 +609,34 @@ mod tests {
         assert_eq!((report_a.commits, report_a.conflicts), (0, 1));
         assert_eq!(rows(&Store::open(dir.path(), "r").unwrap()), before, "no row twice, none lost");
         assert!(a.orphans().unwrap().is_empty(), "the loser's staged files are discarded");
+    }
+
+    #[test]
+    fn a_later_partition_is_checked_against_commits_an_earlier_one_went_past() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Store::open(dir.path(), "a").unwrap();
+        let b = Store::open(dir.path(), "b").unwrap();
+        for i in 0..3 {
+            commit(&a, &format!("x{i}"), 10, "2026-03-10T03:00:00Z");
+            commit(&a, &format!("y{i}"), 10, "2026-03-11T03:00:00Z");
+        }
+        let before = rows(&a);
+        let plan_a = plan(&a.refresh().unwrap(), &options(2));
+        assert_eq!(plan_a.partitions.iter().map(|p| p.date.as_str()).collect::<Vec<_>>(), ["2026-03-10", "2026-03-11"]);
+        // While a merges the 10th, b compacts the 11th; a's publish of the 10th goes
+        // past b's commit, and its 11th must then see that its files are gone.
+        let mut plan_b = plan(&b.refresh().unwrap(), &options(2));
+        plan_b.partitions.retain(|p| p.date == "2026-03-11");
+        let mut raced = false;
+        let report_a = compact(&a, &plan_a, None, &mut |_| {
+            if !raced {
+                raced = true;
+                assert_eq!(compact(&b, &plan_b, None, &mut |_| {}).unwrap().commits, 1);
+            }
+        })
+        .unwrap();
+        assert_eq!((report_a.commits, report_a.conflicts), (1, 1));
+        assert_eq!(rows(&Store::open(dir.path(), "r").unwrap()), before, "no row twice, none lost");
     }
 
     #[test]
