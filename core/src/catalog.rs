@@ -33,6 +33,14 @@ pub enum Direction {
 }
 
 impl Direction {
+    /// As in the contract and the catalog file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::AtLeast => "at_least",
+            Direction::AtMost => "at_most",
+        }
+    }
+
     /// Whether `value` meets `target` in this direction.
     pub fn meets(self, value: f64, target: f64) -> bool {
         match self {

@@ -2,6 +2,7 @@
 //! variables and flags (clap merges those two; a flag wins over its variable).
 //! Every error names the flag or key at fault.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -46,6 +47,20 @@ pub struct FileConfig {
     pub ws: FileWs,
     #[serde(default)]
     pub alerts: FileAlerts,
+    #[serde(default)]
+    pub compaction: FileCompaction,
+    /// Days to keep per table (`dead_letters = 90`); 0 keeps forever.
+    #[serde(default)]
+    pub retention: BTreeMap<String, u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCompaction {
+    pub target_file_mb: Option<u64>,
+    pub interval_secs: Option<u64>,
+    pub min_files: Option<usize>,
+    pub grace_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -116,7 +131,30 @@ pub struct Overrides {
     pub alert_webhook_url: Option<String>,
     pub alert_eval_interval_secs: Option<u64>,
     pub alert_stale_after_secs: Option<u64>,
+    pub compaction_target_file_mb: Option<u64>,
+    pub compaction_interval_secs: Option<u64>,
+    pub compaction_min_files: Option<usize>,
+    pub compaction_grace_secs: Option<u64>,
+    /// `table=days,...`, merged over the file's `[retention]` table by table.
+    pub retention_days: Option<String>,
 }
+
+/// Table maintenance: compaction, retention and vacuum (see `ioc_storage::compact`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompactionSettings {
+    pub options: ioc_storage::CompactOptions,
+    /// Time between background runs in `ioc serve` and `ioc demo`.
+    pub interval: Duration,
+    /// Removed files stay on disk this long for readers of older snapshots.
+    pub grace: Duration,
+    /// Days to keep, per table; tables not listed are kept forever.
+    pub retention_days: BTreeMap<String, u32>,
+}
+
+pub const DEFAULT_COMPACTION_INTERVAL_SECS: u64 = 300;
+/// Dead letters are kept 90 days by default; events, and the KPI rollups built from
+/// them, are kept forever unless configured.
+pub const DEFAULT_RETENTION: &[(&str, u32)] = &[(ioc_storage::DEAD_LETTERS, 90)];
 
 /// Websocket keep-alive: a ping every `ping_interval`; a client that sends no pong,
 /// or does not take a message, within `timeout` is too slow and is disconnected.
@@ -158,6 +196,7 @@ pub struct Settings {
     pub sql: SqlLimits,
     pub ws: WsSettings,
     pub alerts: AlertSettings,
+    pub compaction: CompactionSettings,
 }
 
 pub const DEFAULT_HTTP: &str = "127.0.0.1:8080";
@@ -171,6 +210,7 @@ fn addr(key: &'static str, s: &str) -> Result<SocketAddr, ConfigError> {
 
 impl Settings {
     pub fn resolve(o: Overrides, f: FileConfig, default_data_dir: &str) -> Result<Self, ConfigError> {
+        let compaction = compaction_settings(&o, &f)?;
         let http = addr("--http / IOC_HTTP / http", o.http.or(f.http).as_deref().unwrap_or(DEFAULT_HTTP))?;
         let pg = addr("--pg / IOC_PG / pg", o.pg.or(f.pg).as_deref().unwrap_or(DEFAULT_PG))?;
         let mut tokens = Vec::new();
@@ -290,6 +330,7 @@ impl Settings {
             sql,
             ws,
             alerts,
+            compaction,
         })
     }
 
@@ -315,6 +356,61 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+fn compaction_settings(o: &Overrides, f: &FileConfig) -> Result<CompactionSettings, ConfigError> {
+    const TARGET: &str = "--compaction-target-file-mb / IOC_COMPACTION_TARGET_FILE_MB / compaction.target_file_mb";
+    const INTERVAL: &str = "--compaction-interval-secs / IOC_COMPACTION_INTERVAL_SECS / compaction.interval_secs";
+    const MIN_FILES: &str = "--compaction-min-files / IOC_COMPACTION_MIN_FILES / compaction.min_files";
+    const RETENTION: &str = "--retention-days / IOC_RETENTION_DAYS / retention";
+    let defaults = ioc_storage::CompactOptions::default();
+    let target_mb = o.compaction_target_file_mb.or(f.compaction.target_file_mb).unwrap_or(defaults.target_bytes >> 20);
+    if target_mb == 0 || target_mb > 16 << 10 {
+        return Err(ConfigError::Invalid { key: TARGET, message: format!("{target_mb} is not between 1 and 16384") });
+    }
+    let min_files = o.compaction_min_files.or(f.compaction.min_files).unwrap_or(defaults.min_files);
+    if min_files < 2 {
+        return Err(ConfigError::Invalid { key: MIN_FILES, message: format!("{min_files} is below 2") });
+    }
+    let interval =
+        o.compaction_interval_secs.or(f.compaction.interval_secs).unwrap_or(DEFAULT_COMPACTION_INTERVAL_SECS);
+    if interval == 0 {
+        return Err(ConfigError::Invalid { key: INTERVAL, message: "must be at least 1 second".into() });
+    }
+    let grace =
+        o.compaction_grace_secs.or(f.compaction.grace_secs).unwrap_or(ioc_storage::compact::DEFAULT_GRACE.as_secs());
+    let mut days: BTreeMap<String, u32> = DEFAULT_RETENTION.iter().map(|(t, d)| (t.to_string(), *d)).collect();
+    let mut set = |table: &str, d: u32, key: &'static str| -> Result<(), ConfigError> {
+        if ioc_storage::schema::schema_of(table).is_none() {
+            let known: Vec<&str> = ioc_storage::schema::tables().map(|(t, _)| t).collect();
+            return Err(ConfigError::Invalid {
+                key,
+                message: format!("`{table}` is not a table (one of {})", known.join(", ")),
+            });
+        }
+        days.insert(table.to_string(), d);
+        Ok(())
+    };
+    for (table, d) in &f.retention {
+        set(table, *d, "retention")?;
+    }
+    if let Some(spec) = &o.retention_days {
+        for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let parsed = item.split_once('=').and_then(|(t, d)| Some((t.trim(), d.trim().parse::<u32>().ok()?)));
+            let Some((table, d)) = parsed else {
+                return Err(ConfigError::Invalid { key: RETENTION, message: format!("`{item}` is not TABLE=DAYS") });
+            };
+            set(table, d, RETENTION)?;
+        }
+    }
+    // 0 means keep forever.
+    days.retain(|_, d| *d > 0);
+    Ok(CompactionSettings {
+        options: ioc_storage::CompactOptions { target_bytes: target_mb << 20, min_files },
+        interval: Duration::from_secs(interval),
+        grace: Duration::from_secs(grace),
+        retention_days: days,
+    })
 }
 
 #[cfg(test)]
@@ -362,6 +458,43 @@ mod tests {
         let s = Settings::resolve(Overrides::default(), file, "d").unwrap();
         assert_eq!(s.ws.timeout, Duration::from_secs(45));
         assert_eq!(s.alerts.stale_after, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn compaction_and_retention_have_defaults_keys_and_checked_values() {
+        let s = Settings::resolve(Overrides::default(), FileConfig::default(), "d").unwrap();
+        assert_eq!(s.compaction.options.target_bytes, 128 << 20);
+        assert_eq!(s.compaction.interval, Duration::from_secs(300));
+        assert_eq!(s.compaction.grace, Duration::from_secs(3600));
+        assert_eq!(s.compaction.retention_days, BTreeMap::from([("dead_letters".to_string(), 90)]));
+
+        let file: FileConfig = toml::from_str(
+            "[compaction]\ntarget_file_mb = 64\nmin_files = 3\n[retention]\ndossier_events = 3650\ndead_letters = 0\n",
+        )
+        .unwrap();
+        let o = Overrides { retention_days: Some("other_events=30".into()), ..Default::default() };
+        let s = Settings::resolve(o, file, "d").unwrap();
+        assert_eq!((s.compaction.options.target_bytes, s.compaction.options.min_files), (64 << 20, 3));
+        assert_eq!(
+            s.compaction.retention_days,
+            BTreeMap::from([("dossier_events".to_string(), 3650), ("other_events".to_string(), 30)]),
+            "0 keeps dead letters forever"
+        );
+
+        let err = |o: Overrides, file: &str| {
+            Settings::resolve(o, toml::from_str(file).unwrap(), "d").unwrap_err().to_string()
+        };
+        assert!(err(Overrides::default(), "[retention]\nfoo = 3").contains("retention"));
+        assert!(
+            err(Overrides { retention_days: Some("dead_letters".into()), ..Default::default() }, "")
+                .contains("--retention-days")
+        );
+        assert!(
+            err(Overrides { compaction_min_files: Some(1), ..Default::default() }, "").contains("compaction.min_files")
+        );
+        assert!(err(Overrides::default(), "[compaction]\ntarget_file_mb = 0").contains("compaction.target_file_mb"));
+        let unknown = toml::from_str::<FileConfig>("[compaction]\ntarget_mb = 3").unwrap_err().to_string();
+        assert!(unknown.contains("target_mb"), "{unknown}");
     }
 
     #[test]

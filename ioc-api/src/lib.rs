@@ -7,6 +7,8 @@
 //! - [`live`]: the hub that computes KPI changes once and fans them out;
 //!   [`ws`]: the websocket endpoint; [`alerts`]: alert evaluation, history and
 //!   delivery; [`webhook`]: the Alertmanager payload;
+//! - [`maintenance`]: compaction, retention and vacuum, in the background and for
+//!   `ioc compact`;
 //! - [`server`]: wiring and graceful shutdown; [`dashboard`]: the embedded page.
 
 pub mod alerts;
@@ -19,6 +21,7 @@ pub mod events;
 pub mod json;
 pub mod kpis;
 pub mod live;
+pub mod maintenance;
 pub mod pg;
 pub mod server;
 pub mod sql;

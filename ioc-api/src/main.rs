@@ -41,6 +41,9 @@ enum Command {
     Simulate(SimulateArgs),
     /// Query the stored data locally and print a table.
     Sql(SqlArgs),
+    /// Compact small files, apply retention and delete files removed before the grace
+    /// period, now. Safe while a server writes to the same data directory.
+    Compact(CompactArgs),
 }
 
 #[derive(Args, Clone, Default)]
@@ -112,6 +115,23 @@ struct Common {
     /// seconds [default: 3600].
     #[arg(long, env = "IOC_ALERT_STALE_AFTER_SECS")]
     alert_stale_after_secs: Option<u64>,
+    /// Compaction merges small files into files of up to this size, in MiB [default: 128].
+    #[arg(long, env = "IOC_COMPACTION_TARGET_FILE_MB")]
+    compaction_target_file_mb: Option<u64>,
+    /// Seconds between background compaction, retention and vacuum runs [default: 300].
+    #[arg(long, env = "IOC_COMPACTION_INTERVAL_SECS")]
+    compaction_interval_secs: Option<u64>,
+    /// A date partition is compacted once it has this many small files [default: 8].
+    #[arg(long, env = "IOC_COMPACTION_MIN_FILES")]
+    compaction_min_files: Option<usize>,
+    /// Files removed by compaction or retention are deleted from disk this many seconds
+    /// later, for readers of older snapshots [default: 3600].
+    #[arg(long, env = "IOC_COMPACTION_GRACE_SECS")]
+    compaction_grace_secs: Option<u64>,
+    /// Days to keep per table, `TABLE=DAYS,...`; 0 keeps forever [default:
+    /// dead_letters=90, everything else forever].
+    #[arg(long, env = "IOC_RETENTION_DAYS")]
+    retention_days: Option<String>,
 }
 
 #[derive(Args)]
@@ -163,6 +183,30 @@ struct SqlArgs {
     query: String,
 }
 
+#[derive(Args)]
+struct CompactArgs {
+    /// TOML config file (for data_dir and the [compaction] and [retention] keys).
+    #[arg(long, env = "IOC_CONFIG")]
+    config: Option<PathBuf>,
+    /// The data directory to compact [default: ./ioc-data].
+    #[arg(long, env = "IOC_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Merge small files into files of up to this size, in MiB [default: 128].
+    #[arg(long, env = "IOC_COMPACTION_TARGET_FILE_MB")]
+    target_file_mb: Option<u64>,
+    /// Compact a date partition once it has this many small files [default: 8].
+    #[arg(long, env = "IOC_COMPACTION_MIN_FILES")]
+    min_files: Option<usize>,
+    /// Delete removed files only this many seconds after their removal [default: 3600].
+    /// 0 deletes at once: only when no server or query reads this data directory.
+    #[arg(long, env = "IOC_COMPACTION_GRACE_SECS")]
+    grace_secs: Option<u64>,
+    /// Days to keep per table, `TABLE=DAYS,...`; 0 keeps forever [default:
+    /// dead_letters=90].
+    #[arg(long, env = "IOC_RETENTION_DAYS")]
+    retention_days: Option<String>,
+}
+
 /// An error that means "bad arguments or configuration": exit code 2.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -197,6 +241,11 @@ fn settings(c: &Common) -> Result<Settings, ConfigError> {
         alert_webhook_url: c.alert_webhook_url.clone(),
         alert_eval_interval_secs: c.alert_eval_interval_secs,
         alert_stale_after_secs: c.alert_stale_after_secs,
+        compaction_target_file_mb: c.compaction_target_file_mb,
+        compaction_interval_secs: c.compaction_interval_secs,
+        compaction_min_files: c.compaction_min_files,
+        compaction_grace_secs: c.compaction_grace_secs,
+        retention_days: c.retention_days.clone(),
     };
     Settings::resolve(overrides, file, DEFAULT_DATA_DIR)
 }
@@ -395,7 +444,8 @@ async fn run_sql(a: SqlArgs) -> Result<()> {
         return Err(UsageError(format!("--data-dir: no IOC data in {}", s.data_dir.display())).into());
     }
     let store = Store::open(root, "sql-cli")?;
-    let mut engine = SqlEngine::new(store, admin_units_table(&AdminUnits::builtin()), s.sql);
+    let catalog = Arc::new(ioc_api::server::load_catalog(s.catalog.as_ref()).map_err(|e| UsageError(e.to_string()))?);
+    let mut engine = SqlEngine::new(store, admin_units_table(&AdminUnits::builtin()), s.sql).with_catalog(catalog);
     match ioc_query::AuditLog::open(&s.data_dir) {
         Ok(audit) => engine = engine.with_audit(audit),
         Err(e) => tracing::warn!(error = %e, "the SQL audit log is not writable; this query is not audited"),
@@ -424,6 +474,92 @@ async fn run_sql(a: SqlArgs) -> Result<()> {
     Ok(())
 }
 
+async fn run_compact(a: CompactArgs) -> Result<()> {
+    use std::io::IsTerminal;
+    let common = Common {
+        config: a.config.clone(),
+        data_dir: a.data_dir.clone(),
+        compaction_target_file_mb: a.target_file_mb,
+        compaction_min_files: a.min_files,
+        compaction_grace_secs: a.grace_secs,
+        retention_days: a.retention_days.clone(),
+        ..Common::default()
+    };
+    let s = settings(&common).map_err(|e| UsageError(e.to_string()))?;
+    let root = s.data_dir.join("store");
+    if !root.join("_log").is_dir() {
+        return Err(UsageError(format!("--data-dir: no IOC data in {}", s.data_dir.display())).into());
+    }
+    let writer = format!("compact{}x{}", std::process::id(), Utc::now().timestamp_millis());
+    let store = Store::open(root, writer)?;
+    let bar = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(0).with_style(
+            indicatif::ProgressStyle::with_template(
+                "compacting {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        )
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let progress_bar = bar.clone();
+    let compaction = s.compaction.clone();
+    let r = tokio::task::spawn_blocking(move || {
+        ioc_api::maintenance::run_once(&store, &compaction, &mut |p| match p {
+            ioc_api::maintenance::Progress::Planned { bytes, .. } => progress_bar.set_length(bytes),
+            ioc_api::maintenance::Progress::Merged(done) => progress_bar.set_position(done),
+        })
+    })
+    .await
+    .context("compaction thread")??;
+    bar.finish_and_clear();
+    let mb = |b: u64| b as f64 / (1 << 20) as f64;
+    let secs = r.elapsed.as_secs_f64();
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "retention: {} partitions dropped ({} files, {:.1} MiB, {} rows)",
+        r.retention.partitions.len(),
+        r.retention.files_removed,
+        mb(r.retention.bytes_removed),
+        r.retention.rows_removed
+    )?;
+    writeln!(
+        out,
+        "compaction: {} files ({:.1} MiB, {} rows) merged into {} files ({:.1} MiB) in {} partitions, {:.1} MiB/s{}",
+        r.compaction.files_removed,
+        mb(r.compaction.bytes_read),
+        r.compaction.rows_read,
+        r.compaction.files_added,
+        mb(r.compaction.bytes_written),
+        r.compaction.commits,
+        mb(r.compaction.bytes_read) / secs.max(1e-3),
+        if r.compaction.conflicts > 0 {
+            format!("; {} partitions left for later (compacted concurrently)", r.compaction.conflicts)
+        } else {
+            String::new()
+        }
+    )?;
+    writeln!(
+        out,
+        "vacuum: {} removed files deleted ({:.1} MiB); {} wait for the {} s grace period",
+        r.vacuum.files_deleted,
+        mb(r.vacuum.bytes_deleted),
+        r.vacuum.files_pending,
+        s.compaction.grace.as_secs()
+    )?;
+    writeln!(
+        out,
+        "files: {} -> {}; bytes: {:.1} MiB -> {:.1} MiB; took {:.2} s",
+        r.files_before,
+        r.files_after,
+        mb(r.bytes_before),
+        mb(r.bytes_after),
+        secs
+    )?;
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -447,6 +583,7 @@ fn main() -> ExitCode {
             Command::Serve(c) => run_server(c, false).await,
             Command::Simulate(a) => run_simulate(a).await,
             Command::Sql(a) => run_sql(a).await,
+            Command::Compact(a) => run_compact(a).await,
         }
     });
     match result {

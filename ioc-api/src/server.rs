@@ -24,6 +24,7 @@ use crate::alerts::{AlertEngine, AlertError};
 use crate::app::{AppState, app};
 use crate::config::{ConfigError, Settings};
 use crate::live::Hub;
+use crate::maintenance::{self, MaintenanceMetrics};
 use crate::pg::{self, PgHandlers};
 use crate::ws::WsMetrics;
 
@@ -86,7 +87,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let _ = store.orphans()?;
     let admin = admin_units_table(&units);
-    let kpis = Arc::new(KpiEngine::new(catalog, store.clone(), &units)?);
+    let kpis = Arc::new(KpiEngine::new(catalog.clone(), store.clone(), &units)?);
     // Stores written before rollups existed get them once, before the KPI state is
     // rebuilt from them.
     kpis.backfill_rollups(Utc::now())?;
@@ -116,12 +117,13 @@ pub async fn run(
             .with_webhook(stop_rx.clone()),
     );
     let ws_metrics = WsMetrics::register(&registry)?;
+    let maintenance_metrics = MaintenanceMetrics::register(&registry)?;
     let state = AppState {
         store: store.clone(),
         units: units.clone(),
         ingestor: ingestor.clone(),
         kpis: kpis.clone(),
-        sql: SqlEngine::new(store.clone(), admin, settings.sql.clone()).with_audit(audit),
+        sql: SqlEngine::new(store.clone(), admin, settings.sql.clone()).with_audit(audit).with_catalog(catalog),
         registry,
         tokens: Arc::new(settings.tokens.clone()),
         body_limit_bytes: settings.body_limit_bytes,
@@ -163,6 +165,13 @@ pub async fn run(
     let sync = tokio::spawn(sync_with_other_writers(ingestor.clone(), stop_rx.clone()));
     let hub_task = tokio::spawn(hub.clone().run(kpis.clone(), stop_rx.clone()));
     let alert_task = tokio::spawn(alerts.clone().run(kpis.clone(), hub.clone(), stop_rx.clone()));
+    // Compaction, retention and vacuum: off the writer thread, published with CAS.
+    let maintenance_task = tokio::spawn(maintenance::run_background(
+        store.clone(),
+        settings.compaction.clone(),
+        maintenance_metrics,
+        stop_rx.clone(),
+    ));
     let simulator = match mode {
         Mode::Demo { rate } => Some(tokio::spawn(simulate_live(ingestor.clone(), units, rate, stop_rx.clone()))),
         Mode::Serve => None,
@@ -186,6 +195,7 @@ pub async fn run(
     let _ = pg_task.await;
     let _ = hub_task.await;
     let _ = alert_task.await;
+    let _ = maintenance_task.await;
     // Upgraded websockets outlive the HTTP server's graceful shutdown: give each a
     // moment to send its close frame.
     let deadline = std::time::Instant::now() + Duration::from_secs(3);

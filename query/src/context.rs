@@ -12,18 +12,19 @@
 
 use std::sync::Arc;
 
-use arrow::array::{RecordBatch, StringBuilder};
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::array::{Array, ArrayRef, AsArray, Float64Array, RecordBatch, StringArray, StringBuilder};
+use arrow::datatypes::{DataType, Field, Int32Type, Schema};
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::datasource::{ViewTable, provider_as_source};
 use datafusion::error::DataFusionError;
-use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
-use datafusion::logical_expr::{LogicalPlanBuilder, col, lit};
+use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::logical_expr::{ColumnarValue, LogicalPlanBuilder, ScalarUDF, Volatility, col, create_udf, lit};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use ioc_core::AdminUnits;
+use ioc_core::catalog::{Catalog, KpiDef};
 use ioc_storage::{DataFile, Snapshot, Store, schema};
 
 use crate::audit::AuditLog;
@@ -110,16 +111,88 @@ pub fn session_config() -> SessionConfig {
         .with_create_default_catalog_and_schema(true)
 }
 
+/// The `kpi_catalog` table: one row per KPI with its names, kind, default target and
+/// direction.
+pub fn kpi_catalog_table(catalog: &Catalog) -> Result<Arc<MemTable>, DataFusionError> {
+    let text = |n| Field::new(n, DataType::Utf8, false);
+    let schema = Arc::new(Schema::new(vec![
+        text("kpi"),
+        text("name_vi"),
+        text("name_en"),
+        text("kind"),
+        Field::new("target", DataType::Float64, false),
+        text("direction"),
+    ]));
+    let kpis = catalog.kpis();
+    let col = |f: &dyn Fn(&KpiDef) -> String| -> ArrayRef {
+        Arc::new(StringArray::from(kpis.iter().map(f).collect::<Vec<_>>()))
+    };
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            col(&|k| k.id.clone()),
+            col(&|k| k.name_vi.clone()),
+            col(&|k| k.name_en.clone()),
+            col(&|k| k.kind_name().to_string()),
+            Arc::new(Float64Array::from(kpis.iter().map(|k| k.target).collect::<Vec<_>>())),
+            col(&|k| k.direction.as_str().to_string()),
+        ],
+    )?;
+    Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
+}
+
+/// `kpi_target(kpi, province_code, year)`: the target that applies, with the catalog's
+/// overrides (province and year, province, year, default); NULL for an unknown KPI.
+fn kpi_target_udf(catalog: Arc<Catalog>) -> ScalarUDF {
+    let fun = move |args: &[ColumnarValue]| -> Result<ColumnarValue, DataFusionError> {
+        let arrays = ColumnarValue::values_to_arrays(args)?;
+        let (kpi, province) = (arrays[0].as_string::<i32>(), arrays[1].as_string::<i32>());
+        let year = arrays[2].as_primitive::<Int32Type>();
+        let out: Float64Array = (0..kpi.len())
+            .map(|i| {
+                let def = kpi.is_valid(i).then(|| catalog.get(kpi.value(i))).flatten()?.1;
+                let p = province.is_valid(i).then(|| province.value(i));
+                Some(def.target_for(p, if year.is_valid(i) { year.value(i) } else { 0 }))
+            })
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    };
+    create_udf(
+        "kpi_target",
+        vec![DataType::Utf8, DataType::Utf8, DataType::Int32],
+        DataType::Float64,
+        Volatility::Immutable,
+        Arc::new(fun),
+    )
+}
+
+/// Views for humans, over the (possibly row-secured) tables: daily KPI values per
+/// province with their targets, and province names.
+const VIEWS: &[(&str, &str)] = &[
+    (
+        "kpi_daily",
+        "SELECT kpi, day, province_code, numerator, denominator, \
+           CASE WHEN denominator > 0 THEN CAST(numerator AS DOUBLE) / CAST(denominator AS DOUBLE) END AS value, \
+           kpi_target(kpi, province_code, CAST(date_part('year', day) AS INT)) AS target \
+         FROM (SELECT kpi, CAST(hour + INTERVAL '7 hours' AS DATE) AS day, province_code, \
+                 SUM(numerator) AS numerator, SUM(denominator) AS denominator \
+               FROM kpi_hourly GROUP BY 1, 2, 3)",
+    ),
+    ("provinces", "SELECT DISTINCT province_code, province_name FROM admin_units"),
+];
+
 /// Builds a session with every contract table registered as `scope` may see it, on
-/// the given runtime (which carries the memory limit). `audit` is registered as the
+/// the given runtime (which carries the memory limit), plus, with a catalog,
+/// `kpi_catalog`, `kpi_target()` and the views. `audit` is registered as the
 /// `audit_log` table when the scope is an admin's.
-pub fn build_context(
+pub async fn build_context(
     store: &Store,
     snap: &Snapshot,
     admin_units: Arc<MemTable>,
     runtime: Arc<RuntimeEnv>,
     scope: Scope<'_>,
     audit: Option<&AuditLog>,
+    catalog: Option<&Arc<Catalog>>,
 ) -> Result<SessionContext, DataFusionError> {
     let ctx = SessionContext::new_with_config_rt(session_config(), runtime);
     for (name, schema) in schema::tables() {
@@ -130,16 +203,15 @@ pub fn build_context(
         let batch = audit.batch().map_err(|e| DataFusionError::External(Box::new(e)))?;
         ctx.register_table("audit_log", Arc::new(MemTable::try_new(AuditLog::schema(), vec![vec![batch]])?))?;
     }
+    if let Some(catalog) = catalog {
+        ctx.register_table("kpi_catalog", kpi_catalog_table(catalog)?)?;
+        ctx.register_udf(kpi_target_udf(catalog.clone()));
+        for (name, sql) in VIEWS {
+            let plan = ctx.state().create_logical_plan(sql).await?;
+            ctx.register_table(*name, Arc::new(ViewTable::new(plan, Some(sql.to_string()))))?;
+        }
+    }
     Ok(ctx)
-}
-
-/// A session with no memory limit, for the engine's own queries.
-pub fn internal_context(
-    store: &Store,
-    snap: &Snapshot,
-    admin_units: Arc<MemTable>,
-) -> Result<SessionContext, DataFusionError> {
-    build_context(store, snap, admin_units, RuntimeEnvBuilder::new().build_arc()?, Scope::default(), None)
 }
 
 /// A session with one table only, over just the files of the snapshot whose time

@@ -227,7 +227,8 @@ impl KpiEngine {
                 track_open(&mut open, &batch);
             }
         }
-        let as_of = snap.history.last().map(|(_, at, _)| *at);
+        // The newest acceptance time: compacted files keep older ones, so not the last.
+        let as_of = snap.history.iter().map(|(_, at, _)| *at).max();
         *self.live.write().expect("live lock") = Live { cube, open, as_of, month: None };
         info!(
             rollups,

@@ -29,6 +29,7 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{DataFrame, SessionContext};
 use futures::StreamExt;
+use ioc_core::catalog::Catalog;
 use ioc_storage::Store;
 use thiserror::Error;
 use tokio::sync::Semaphore;
@@ -147,18 +148,25 @@ pub struct SqlEngine {
     limits: SqlLimits,
     permits: Arc<Semaphore>,
     audit: Option<Arc<AuditLog>>,
+    catalog: Option<Arc<Catalog>>,
 }
 
 impl SqlEngine {
     pub fn new(store: Store, admin_units: Arc<MemTable>, limits: SqlLimits) -> Self {
         let permits = Arc::new(Semaphore::new(limits.max_concurrent.max(1)));
         let admin_rows = ioc_core::AdminUnits::builtin().communes().len() as u64;
-        Self { store, admin_units, admin_rows, limits, permits, audit: None }
+        Self { store, admin_units, admin_rows, limits, permits, audit: None, catalog: None }
     }
 
     /// Writes every statement to this audit log, and lets admins query it.
     pub fn with_audit(mut self, audit: Arc<AuditLog>) -> Self {
         self.audit = Some(audit);
+        self
+    }
+
+    /// Adds `kpi_catalog`, `kpi_target()` and the views `kpi_daily` and `provinces`.
+    pub fn with_catalog(mut self, catalog: Arc<Catalog>) -> Self {
+        self.catalog = Some(catalog);
         self
     }
 
@@ -199,7 +207,7 @@ impl SqlEngine {
     async fn describe_plan(&self, caller: &Caller<'_>, sql: &str) -> Result<Described, SqlError> {
         let runtime = RuntimeEnvBuilder::new().build_arc().map_err(|e| SqlError::Internal(e.to_string()))?;
         let snap = self.store.snapshot();
-        let ctx = self.session(caller, &snap, runtime)?;
+        let ctx = self.session(caller, &snap, runtime).await?;
         let df = self.plan(&ctx, sql).await?;
         let plan = df.logical_plan();
         let types = plan.get_parameter_types().map_err(|e| self.classify(e))?;
@@ -228,7 +236,7 @@ impl SqlEngine {
             .build_arc()
             .map_err(|e| SqlError::Internal(e.to_string()))?;
         let snap = self.store.refresh().map_err(|e| SqlError::Internal(e.to_string()))?;
-        let ctx = self.session(caller, &snap, runtime)?;
+        let ctx = self.session(caller, &snap, runtime).await?;
         let limit = self.limits.max_rows;
         let work = async {
             let mut df = self.plan(&ctx, sql).await?;
@@ -251,15 +259,24 @@ impl SqlEngine {
         Ok(QueryOutput { schema, batches, rows, truncated, elapsed: started.elapsed() })
     }
 
-    fn session(
+    async fn session(
         &self,
         caller: &Caller<'_>,
         snap: &ioc_storage::Snapshot,
         runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
     ) -> Result<SessionContext, SqlError> {
         let audit = if caller.admin { self.audit.as_deref() } else { None };
-        let ctx = build_context(&self.store, snap, self.admin_units.clone(), runtime, caller.scope(), audit)
-            .map_err(|e| SqlError::Internal(e.to_string()))?;
+        let ctx = build_context(
+            &self.store,
+            snap,
+            self.admin_units.clone(),
+            runtime,
+            caller.scope(),
+            audit,
+            self.catalog.as_ref(),
+        )
+        .await
+        .map_err(|e| SqlError::Internal(e.to_string()))?;
         if let Some(hook) = caller.hook {
             hook(&ctx).map_err(|e| SqlError::Internal(e.to_string()))?;
         }

@@ -2,11 +2,15 @@
 //!
 //! - [`schema`]: Arrow schemas of the contract's tables and builders from events;
 //! - [`store`]: Parquet files made visible by an atomic, fsynced commit log that also
-//!   records source positions (Kafka offsets) in the same commit.
+//!   records source positions (Kafka offsets) in the same commit;
+//! - [`compact`]: compaction of small files, retention of old date partitions, and
+//!   the deferred deletion (vacuum) of removed files.
 
+pub mod compact;
 pub mod schema;
 pub mod store;
 
+pub use compact::{CompactOptions, CompactPlan, CompactReport, RetentionReport, Rewrite, RewriteError, VacuumReport};
 pub use schema::{
     DEAD_LETTERS, DeadLetter, FamilyBuilder, KPI_HOURLY, dead_letter_batch, family_schema, kpi_hourly_schema,
     time_column_of,

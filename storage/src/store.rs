@@ -50,6 +50,8 @@ pub enum StorageError {
     UnknownTable(String),
     #[error("could not take a commit version after {0} attempts: too much contention")]
     Contention(usize),
+    #[error("compaction of `{table}`: {source}")]
+    Rewrite { table: String, source: Box<dyn std::error::Error + Send + Sync> },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StorageError + '_ {
@@ -67,6 +69,10 @@ pub struct DataFile {
     /// Earliest and latest event time (µs) in the file (`received_at` for dead letters).
     pub min_time_us: i64,
     pub max_time_us: i64,
+    /// When the rows were accepted, for a file that rewrites rows accepted by earlier
+    /// commits (compaction); `None` means when this file's commit was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted_at: Option<DateTime<Utc>>,
 }
 
 /// A commit record: `_log/<version>.json`.
@@ -77,7 +83,8 @@ pub struct Commit {
     pub committed_at: DateTime<Utc>,
     #[serde(default)]
     pub add: Vec<DataFile>,
-    /// Files replaced by this commit (compaction).
+    /// Files this commit takes out of the table: replaced by its `add` (compaction) or
+    /// dropped (retention). A commit that removes files never adds new rows.
     #[serde(default)]
     pub remove: Vec<String>,
     /// Source positions covered by this commit, e.g. `kafka:ioc.events:3` -> next offset.
@@ -92,11 +99,17 @@ pub struct Snapshot {
     pub version: Option<u64>,
     pub files: BTreeMap<String, Vec<DataFile>>,
     pub sources: BTreeMap<String, i64>,
-    /// (version, committed_at, files added) for every commit, oldest first.
+    /// (version, when the rows were accepted, files added), in version order: one entry
+    /// for every commit that adds rows, and one per acceptance time for the files of a
+    /// commit that rewrites rows (compaction), so that times are not strictly ordered.
     pub history: Vec<(u64, DateTime<Utc>, Vec<String>)>,
-    /// Versions of the commits that removed files (compaction): they rewrite rows that
-    /// earlier commits added, and add no new ones.
+    /// Versions of the commits that removed files (compaction, retention): they rewrite
+    /// or drop rows that earlier commits added, and add no new ones.
     pub rewrites: BTreeSet<u64>,
+    /// (version, committed_at, files removed) for every commit that removed files, in
+    /// version order. Readers of older snapshots may still read those files, so they are
+    /// deleted only after a grace period (see [`crate::compact::vacuum`]).
+    pub removed: Vec<(u64, DateTime<Utc>, Vec<String>)>,
 }
 
 impl Snapshot {
@@ -112,11 +125,18 @@ impl Snapshot {
         self.files(table).iter().map(|f| f.rows).sum()
     }
 
+    /// Whether a file is live in this snapshot.
+    pub fn is_live(&self, path: &str) -> bool {
+        self.files.values().flatten().any(|f| f.path == path)
+    }
+
     fn apply(&mut self, c: &Commit) {
-        for path in &c.remove {
+        if !c.remove.is_empty() {
+            let gone: std::collections::HashSet<&str> = c.remove.iter().map(String::as_str).collect();
             for files in self.files.values_mut() {
-                files.retain(|f| &f.path != path);
+                files.retain(|f| !gone.contains(f.path.as_str()));
             }
+            self.removed.push((c.version, c.committed_at, c.remove.clone()));
         }
         for f in &c.add {
             self.files.entry(f.table.clone()).or_default().push(f.clone());
@@ -124,9 +144,19 @@ impl Snapshot {
         for (k, v) in &c.sources {
             self.sources.insert(k.clone(), *v);
         }
-        self.history.push((c.version, c.committed_at, c.add.iter().map(|f| f.path.clone()).collect()));
-        if !c.remove.is_empty() {
+        if c.remove.is_empty() {
+            self.history.push((c.version, c.committed_at, c.add.iter().map(|f| f.path.clone()).collect()));
+        } else {
             self.rewrites.insert(c.version);
+            // A rewrite keeps the acceptance time of the rows it rewrites (dedupe
+            // windows and `as_of` depend on it); a removal alone accepts nothing.
+            let mut by_time: BTreeMap<DateTime<Utc>, Vec<String>> = BTreeMap::new();
+            for f in &c.add {
+                by_time.entry(f.accepted_at.unwrap_or(c.committed_at)).or_default().push(f.path.clone());
+            }
+            for (at, paths) in by_time {
+                self.history.push((c.version, at, paths));
+            }
         }
         self.version = Some(c.version);
     }
@@ -136,7 +166,14 @@ impl Snapshot {
 #[derive(Debug)]
 pub struct Staged {
     tag: String,
-    files: Vec<DataFile>,
+    pub(crate) files: Vec<DataFile>,
+}
+
+impl Staged {
+    /// Takes over the files of another staged set, to publish them in one commit.
+    pub(crate) fn absorb(&mut self, other: Staged) {
+        self.files.extend(other.files);
+    }
 }
 
 impl Staged {
@@ -169,6 +206,8 @@ struct Inner {
     /// Numbers this process's staged file sets; versions are kept apart by the log.
     commit_lock: Mutex<u64>,
     zstd_level: i32,
+    /// Removal commits up to this version were fully vacuumed by this process.
+    pub(crate) vacuumed_through: Mutex<Option<u64>>,
 }
 
 /// A handle to the store; cheap to clone.
@@ -195,6 +234,7 @@ impl Store {
                 snapshot: RwLock::new(Arc::new(Snapshot::default())),
                 commit_lock: Mutex::new(0),
                 zstd_level: 1,
+                vacuumed_through: Mutex::new(None),
             }),
         };
         // The first read lists the whole log, so that a missing record is reported.
@@ -211,6 +251,11 @@ impl Store {
             store.inner.root.display()
         );
         Ok(store)
+    }
+
+    /// Removal commits up to this version were fully vacuumed by this process.
+    pub(crate) fn vacuumed_through(&self) -> &Mutex<Option<u64>> {
+        &self.inner.vacuumed_through
     }
 
     pub fn root(&self) -> &Path {
@@ -320,7 +365,7 @@ impl Store {
         let staged = self.stage(batches)?;
         for _attempt in 0..64 {
             let after = self.refresh()?.version;
-            match self.publish_replacing(&staged, remove, &sources, committed_at, after)? {
+            match self.publish_record(&staged, remove, &sources, committed_at, after)? {
                 Publish::Committed(info) => return Ok(info),
                 Publish::Behind(_) => continue,
             }
@@ -369,6 +414,7 @@ impl Store {
                     bytes,
                     min_time_us: lo,
                     max_time_us: hi,
+                    accepted_at: None,
                 });
             }
         }
@@ -392,11 +438,23 @@ impl Store {
         committed_at: DateTime<Utc>,
         after: Option<u64>,
     ) -> Result<Publish, StorageError> {
-        self.publish_replacing(staged, &[], sources, committed_at, after)
+        self.publish_record(staged, &[], sources, committed_at, after)
     }
 
-    /// [`Store::publish`] of a commit that also removes the files `remove`.
-    pub fn publish_replacing(
+    /// Like [`Store::publish`], for a commit that also removes live files (compaction,
+    /// retention) and carries no source positions. On `Behind`, the caller must check
+    /// that the newer commits did not remove any of `remove` before trying again.
+    pub fn publish_removal(
+        &self,
+        staged: &Staged,
+        remove: &[String],
+        committed_at: DateTime<Utc>,
+        after: Option<u64>,
+    ) -> Result<Publish, StorageError> {
+        self.publish_record(staged, remove, &BTreeMap::new(), committed_at, after)
+    }
+
+    fn publish_record(
         &self,
         staged: &Staged,
         remove: &[String],
@@ -507,7 +565,14 @@ impl Store {
     /// and publishing its commit. They are never read.
     pub fn orphans(&self) -> Result<Vec<PathBuf>, StorageError> {
         let snap = self.snapshot();
-        let live: std::collections::HashSet<&str> = snap.files.values().flatten().map(|f| f.path.as_str()).collect();
+        // Removed files awaiting their vacuum are named by a commit: not orphans.
+        let live: std::collections::HashSet<&str> = snap
+            .files
+            .values()
+            .flatten()
+            .map(|f| f.path.as_str())
+            .chain(snap.removed.iter().flat_map(|(_, _, paths)| paths.iter().map(String::as_str)))
+            .collect();
         let mut out = Vec::new();
         let tables = self.inner.root.join(TABLES_DIR);
         for table in fs::read_dir(&tables).map_err(io_err(&tables))? {

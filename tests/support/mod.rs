@@ -16,6 +16,28 @@ use ioc_core::event::{Body, Channel, Event, ServiceLevel};
 use ioc_ingest::Simulator;
 use serde_json::Value;
 
+/// Statements the SQL sandbox must refuse, over HTTP and PostgreSQL alike, while the
+/// server stays up: file access, writes, engine settings, and runaway queries.
+pub const SANDBOX_ATTACKS: &[&str] = &[
+    "CREATE EXTERNAL TABLE p STORED AS CSV LOCATION '/etc/passwd'",
+    "COPY (SELECT 1) TO '/tmp/ioc-copy-test.csv'",
+    "COPY dossier_events TO '/tmp/ioc-copy-test.csv'",
+    "CREATE TABLE t AS SELECT 1",
+    "CREATE VIEW v AS SELECT 1",
+    "DROP TABLE dossier_events",
+    "INSERT INTO dead_letters SELECT * FROM dead_letters",
+    "DELETE FROM dossier_events",
+    "SET datafusion.execution.batch_size = 1",
+    "SET datafusion.runtime.memory_limit = '100G'",
+    "SELECT * FROM read_csv('/etc/passwd')",
+    "SELECT * FROM read_parquet('/etc/passwd')",
+    "SELECT * FROM '/etc/passwd'",
+    "SELECT count(*) FROM admin_units a, admin_units b, admin_units c, admin_units d",
+    "SELECT * FROM dossier_events a CROSS JOIN document_events b CROSS JOIN other_events c CROSS JOIN admin_units d",
+    "WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM t) SELECT count(*) FROM t",
+    "SELEC nonsense",
+];
+
 pub fn ioc_bin() -> &'static str {
     env!("CARGO_BIN_EXE_ioc")
 }
