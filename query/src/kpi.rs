@@ -423,10 +423,9 @@ impl KpiEngine {
 
     /// The dossiers overdue at `now`, nationally and per province.
     pub fn overdue_by_scope(&self, now: DateTime<Utc>) -> Vec<(ScopeKey, u64)> {
-        let live = self.live.read().expect("live lock");
-        let by_province = live.open.overdue(now, &DimFilter::default(), &[Dim::ProvinceCode]);
+        let by_province = self.live.write().expect("live lock").open.overdue_by_province(now);
         let mut out: Vec<(ScopeKey, u64)> = vec![(None, by_province.values().sum())];
-        out.extend(by_province.into_iter().filter_map(|(k, n)| Some((Some(k.into_iter().next()??), n))));
+        out.extend(by_province.into_iter().filter(|(k, _)| k.is_some()));
         out.sort();
         out
     }
@@ -505,8 +504,21 @@ impl KpiEngine {
     ) -> Result<BTreeMap<SeriesKey, Count>, KpiError> {
         let def = &self.catalog.kpis()[idx];
         if let KpiKind::Gauge(Gauge::OverdueOpen) = def.kind {
-            let live = self.live.read().expect("live lock");
             let bucket_key = bucket.map(|b| b.floor(now).to_utc());
+            let by_province = |d: &Dim| *d == Dim::ProvinceCode;
+            if group_by.iter().all(by_province) && filter.0.iter().all(|(d, _)| by_province(d)) {
+                // National or per-province: from the due index, without a scan.
+                let counts = self.live.write().expect("live lock").open.overdue_by_province(now);
+                let mut out: BTreeMap<SeriesKey, Count> = BTreeMap::new();
+                for (p, n) in counts {
+                    if filter.0.iter().all(|(_, want)| p.as_deref() == Some(want.as_str())) {
+                        let key = group_by.iter().map(|_| p.clone()).collect();
+                        out.entry((bucket_key, key)).or_default().numerator += n;
+                    }
+                }
+                return Ok(out);
+            }
+            let live = self.live.read().expect("live lock");
             return Ok(live
                 .open
                 .overdue(now, filter, group_by)
