@@ -9,8 +9,11 @@
 //!    `group_by=province_code` and `bucket=day|month` are timed over 1 day, 1 month and
 //!    1 year (Vietnam dates), sequentially, p50 and p99 of `--rounds` requests each.
 //!
-//! Run: `cargo bench -p ioc-api --bench kpi_queries -- [--events N] [--rounds R]`
-//! (defaults 1,500,000 and 100). Figures go to BENCHMARKS.md.
+//! Run: `cargo bench -p ioc-api --bench kpi_queries -- [--events N] [--rounds R]
+//! [--keep DIR]` (defaults 1,500,000 and 100). With `--keep`, the data dir is DIR and
+//! is kept; if it already holds data, generation is skipped. After generating, `ioc
+//! compact` merges the files (as the background task would), which the SQL benchmark
+//! (`sql_duckdb`) then reads too. Figures go to BENCHMARKS.md.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -29,27 +32,31 @@ use support::{Server, status_kib};
 
 fn main() {
     let (mut n, mut rounds) = (1_500_000u64, 100usize);
+    let mut keep: Option<std::path::PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--events" => n = args.next().and_then(|v| v.parse().ok()).expect("--events takes a number"),
             "--rounds" => rounds = args.next().and_then(|v| v.parse().ok()).expect("--rounds takes a number"),
+            "--keep" => keep = Some(args.next().expect("--keep takes a folder").into()),
             "--bench" => {}
             other => eprintln!("ignoring argument {other}"),
         }
     }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    rt.block_on(run(n, rounds));
+    rt.block_on(run(n, rounds, keep));
 }
 
-async fn run(n: u64, rounds: usize) {
-    let dir = tempfile::tempdir().unwrap();
+async fn run(n: u64, rounds: usize, keep: Option<std::path::PathBuf>) {
+    let temp = tempfile::tempdir().unwrap();
+    let dir_path = keep.unwrap_or_else(|| temp.path().to_path_buf());
+    let fresh = !dir_path.join("store/_log").is_dir();
     let units = Arc::new(AdminUnits::builtin());
     let now = Utc::now();
     let today = start_of_day(now).to_utc();
     let year = Period { from: today - chrono::Duration::days(365), to: now };
-    {
-        let store = Store::open(dir.path().join("store"), "generator").unwrap();
+    if fresh {
+        let store = Store::open(dir_path.as_path().join("store"), "generator").unwrap();
         let engine = KpiEngine::new(Arc::new(Catalog::builtin()), store.clone(), &units).unwrap();
         let started = Instant::now();
         let g = generate::write_simulated(&store, &engine, units.clone(), 42, n, year, 200_000).unwrap();
@@ -61,9 +68,21 @@ async fn run(n: u64, rounds: usize) {
             g.commits,
             g.events as f64 / secs
         );
+        let started = Instant::now();
+        let out = std::process::Command::new(support::ioc_bin())
+            .args(["compact", "--grace-secs", "0", "--data-dir"])
+            .arg(&dir_path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ioc compact: {}", String::from_utf8_lossy(&out.stderr));
+        println!(
+            "ioc compact in {:.1} s: {}",
+            started.elapsed().as_secs_f64(),
+            String::from_utf8_lossy(&out.stdout).trim().replace('\n', "; ")
+        );
     }
     let started = Instant::now();
-    let server = Server::start(dir.path(), &[], &[]).await;
+    let server = Server::start(dir_path.as_path(), &[], &[]).await;
     println!(
         "ioc serve: healthy after {:.2} s; VmRSS {} MiB, VmHWM {} MiB",
         started.elapsed().as_secs_f64(),
