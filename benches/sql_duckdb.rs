@@ -108,7 +108,7 @@ async fn run(dir: &Path, runs: usize) {
     let store = Store::open(dir.join("store"), "bench-reader").unwrap();
     let snap = store.refresh().unwrap();
     let limits = SqlLimits {
-        memory_bytes: 1 << 30,
+        memory_bytes: 4 << 30,
         timeout: Duration::from_secs(600),
         max_rows: 1_000_000,
         ..SqlLimits::default()
