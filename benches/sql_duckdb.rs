@@ -73,6 +73,7 @@ files = json.loads(sys.stdin.readline())
 queries = json.loads(sys.stdin.readline())
 con = duckdb.connect()
 con.execute("SET TimeZone = 'UTC'")
+con.execute("SET enable_progress_bar = false")
 for table, paths in files.items():
     if paths:
         con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet({[store + '/' + p for p in paths]!r})")
@@ -150,7 +151,9 @@ async fn run(dir: &Path, runs: usize) {
     }
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "duckdb failed (pip install duckdb)");
-    let duck: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    // The result is the last line; anything before it is DuckDB's own output.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let duck: Vec<serde_json::Value> = serde_json::from_str(stdout.lines().last().unwrap_or("[]")).unwrap();
 
     let events: u64 = ioc_core::event::Family::ALL.iter().map(|f| snap.rows(f.table())).sum();
     println!("{events} events in {} files; median of {runs} runs", snap.files.values().map(Vec::len).sum::<usize>());
