@@ -36,7 +36,15 @@ pub const CUBE_COLUMNS: [&str; 7] = ["kpi", "hour", "province_code", "numerator"
 /// The rollup rows of a delta, as a `kpi_hourly` batch. KPI indexes are turned into
 /// the catalog's ids.
 pub fn rollup_batch(catalog: &Catalog, delta: &CounterDelta) -> RecordBatch {
-    let n = delta.rows.len();
+    let rows = delta.rows.iter().map(|((k, h, d), r)| (catalog.kpis()[*k].id.as_str(), *h, d, *r));
+    build_batch(delta.rows.len(), rows).expect("rollup batch matches its schema")
+}
+
+/// A `kpi_hourly` batch from `(kpi id, hour, dimensions, rollup)` rows.
+fn build_batch<'a>(
+    n: usize,
+    rows: impl Iterator<Item = (&'a str, HourBucket, &'a DimValues, Rollup)>,
+) -> Result<RecordBatch, arrow::error::ArrowError> {
     let mut kpi = StringBuilder::with_capacity(n, n * 16);
     let mut dims: Vec<StringBuilder> = Dim::ALL.iter().map(|_| StringBuilder::with_capacity(n, n * 8)).collect();
     let (mut hour, mut num, mut den, mut first, mut last) = (
@@ -46,8 +54,8 @@ pub fn rollup_batch(catalog: &Catalog, delta: &CounterDelta) -> RecordBatch {
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
-    for ((k, h, d), r) in &delta.rows {
-        kpi.append_value(&catalog.kpis()[*k].id);
+    for (k, h, d, r) in rows {
+        kpi.append_value(k);
         hour.push(h * HOUR_US);
         for (b, v) in dims.iter_mut().zip(d.0.iter()) {
             b.append_option(v.as_deref());
@@ -62,7 +70,7 @@ pub fn rollup_batch(catalog: &Catalog, delta: &CounterDelta) -> RecordBatch {
     columns.extend(dims.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
     columns.extend([Arc::new(Int64Array::from(num)) as ArrayRef, Arc::new(Int64Array::from(den))]);
     columns.extend([ts(first), ts(last)]);
-    RecordBatch::try_new(kpi_hourly_schema(), columns).expect("rollup batch matches its schema")
+    RecordBatch::try_new(kpi_hourly_schema(), columns)
 }
 
 fn strings<'a>(batch: &'a RecordBatch, name: &'static str) -> Result<&'a StringArray, RollupError> {
@@ -161,28 +169,8 @@ pub fn reaggregate_rollups(batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>
     if order.is_empty() {
         return Ok(Vec::new());
     }
-    let n = order.len();
-    let mut kpi = StringBuilder::with_capacity(n, n * 16);
-    let mut dims: Vec<StringBuilder> = Dim::ALL.iter().map(|_| StringBuilder::new()).collect();
-    let (mut hour, mut num, mut den, mut first, mut last) = (vec![], vec![], vec![], vec![], vec![]);
-    for key in &order {
-        let r = merged[key];
-        kpi.append_value(&key.0);
-        hour.push(key.1 * HOUR_US);
-        for (b, v) in dims.iter_mut().zip(key.2.0.iter()) {
-            b.append_option(v.as_deref());
-        }
-        num.push(r.count.numerator as i64);
-        den.push(r.count.denominator as i64);
-        first.push(r.first_us);
-        last.push(r.last_us);
-    }
-    let ts = |v: Vec<i64>| -> ArrayRef { Arc::new(TimestampMicrosecondArray::from(v).with_timezone("UTC")) };
-    let mut columns: Vec<ArrayRef> = vec![Arc::new(kpi.finish()), ts(hour)];
-    columns.extend(dims.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
-    columns.extend([Arc::new(Int64Array::from(num)) as ArrayRef, Arc::new(Int64Array::from(den))]);
-    columns.extend([ts(first), ts(last)]);
-    Ok(vec![RecordBatch::try_new(kpi_hourly_schema(), columns)?])
+    let rows = order.iter().map(|key| (&*key.0, key.1, &key.2, merged[key]));
+    Ok(vec![build_batch(order.len(), rows)?])
 }
 
 fn intern(map: &mut HashMap<String, Arc<str>>, s: &str) -> Arc<str> {
