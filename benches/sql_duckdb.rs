@@ -7,7 +7,9 @@
 //! `--runs` times after one warm-up; the median is reported, with the ratio
 //! ours / DuckDB, and both engines' row counts are checked to agree.
 //!
-//! Run: `pip install duckdb && cargo bench -p ioc-api --bench sql_duckdb -- --data-dir DIR [--runs R]`
+//! Run: `pip install duckdb && cargo bench -p ioc-api --bench sql_duckdb -- --data-dir DIR [--runs R] [--only NAME]`
+//! (`--only` keeps the queries whose name contains NAME; `--explain` prints our
+//! `EXPLAIN ANALYZE` of each instead of timing).
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -90,22 +92,26 @@ print(json.dumps(out))
 "#;
 
 fn main() {
-    let (mut dir, mut runs) = (None::<PathBuf>, 5usize);
+    let (mut dir, mut runs, mut only, mut explain) = (None::<PathBuf>, 5usize, None::<String>, false);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--data-dir" => dir = args.next().map(PathBuf::from),
             "--runs" => runs = args.next().and_then(|v| v.parse().ok()).expect("--runs takes a number"),
+            "--only" => only = args.next(),
+            "--explain" => explain = true,
             "--bench" => {}
             other => eprintln!("ignoring argument {other}"),
         }
     }
     let dir = dir.expect("--data-dir DIR (a data dir written by `kpi_queries --keep DIR`)");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    rt.block_on(run(&dir, runs));
+    let queries: Vec<(&str, &str)> =
+        QUERIES.iter().copied().filter(|(name, _)| only.as_ref().is_none_or(|o| name.contains(o.as_str()))).collect();
+    rt.block_on(run(&dir, runs, &queries, explain));
 }
 
-async fn run(dir: &Path, runs: usize) {
+async fn run(dir: &Path, runs: usize, queries: &[(&str, &str)], explain: bool) {
     let store = Store::open(dir.join("store"), "bench-reader").unwrap();
     let snap = store.refresh().unwrap();
     let limits = SqlLimits {
@@ -117,8 +123,15 @@ async fn run(dir: &Path, runs: usize) {
     let engine = SqlEngine::new(store.clone(), admin_units_table(&AdminUnits::builtin()), limits)
         .with_catalog(Arc::new(ioc_core::Catalog::builtin()));
     let caller = Caller { token: "bench", via: "bench", province: None, admin: true, hook: None };
+    if explain {
+        for (name, sql) in queries {
+            let out = engine.run(&caller, &format!("EXPLAIN ANALYZE {sql}")).await.unwrap();
+            println!("== {name}\n{}", arrow::util::pretty::pretty_format_batches(&out.batches).unwrap());
+        }
+        return;
+    }
     let mut ours = Vec::new();
-    for (name, sql) in QUERIES {
+    for (name, sql) in queries {
         let rows = engine.run(&caller, sql).await.unwrap_or_else(|e| panic!("{name}: {e}")).rows;
         let mut times = Vec::new();
         for _ in 0..runs {
@@ -146,7 +159,7 @@ async fn run(dir: &Path, runs: usize) {
         use std::io::Write;
         let mut stdin = child.stdin.take().unwrap();
         writeln!(stdin, "{}", serde_json::Value::Object(files)).unwrap();
-        let sqls: Vec<&str> = QUERIES.iter().map(|(_, s)| *s).collect();
+        let sqls: Vec<&str> = queries.iter().map(|(_, s)| *s).collect();
         writeln!(stdin, "{}", serde_json::to_string(&sqls).unwrap()).unwrap();
     }
     let out = child.wait_with_output().unwrap();
@@ -159,7 +172,7 @@ async fn run(dir: &Path, runs: usize) {
     println!("{events} events in {} files; median of {runs} runs", snap.files.values().map(Vec::len).sum::<usize>());
     println!("{:<30} {:>8} {:>10} {:>10} {:>7}", "query", "rows", "ours ms", "duckdb ms", "ratio");
     let mut ratios = Vec::new();
-    for (((name, _), (rows, t)), d) in QUERIES.iter().zip(&ours).zip(&duck) {
+    for (((name, _), (rows, t)), d) in queries.iter().zip(&ours).zip(&duck) {
         let (drows, dt) = (d["rows"].as_u64().unwrap() as usize, d["median_s"].as_f64().unwrap());
         assert_eq!(*rows, drows, "{name}: both engines return the same number of rows");
         ratios.push(t / dt);

@@ -259,5 +259,5 @@ async fn a_province_scoped_token_sees_only_its_province_everywhere() {
     }
     // The filter is part of the plan.
     let (_, v) = scoped_sql(&admin, "EXPLAIN SELECT event_id FROM dossier_events").await;
-    assert!(v.to_string().contains("province_code = Utf8(\\\"01\\\")"), "{v}");
+    assert!(v.to_string().contains("province_code = Utf8View(\\\"01\\\")"), "{v}");
 }

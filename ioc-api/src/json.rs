@@ -69,6 +69,10 @@ fn column_values(col: &ArrayRef) -> Vec<Value> {
             let a = col.as_string::<i32>();
             (0..n).map(|i| if a.is_null(i) { Value::Null } else { Value::String(a.value(i).into()) }).collect()
         }
+        DataType::Utf8View => {
+            let a = col.as_string_view();
+            (0..n).map(|i| if a.is_null(i) { Value::Null } else { Value::String(a.value(i).into()) }).collect()
+        }
         DataType::Binary => {
             let a = col.as_binary::<i32>();
             (0..n)

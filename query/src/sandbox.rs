@@ -23,9 +23,10 @@ use datafusion::common::ParamValues;
 use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::cache::cache_manager::{CacheManager, CacheManagerConfig};
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{DataFrame, SessionContext};
 use futures::StreamExt;
@@ -60,6 +61,10 @@ impl Default for SqlLimits {
         }
     }
 }
+
+/// Room for Parquet footers and page indexes shared by all queries: enough for the
+/// footers of a few thousand files.
+const METADATA_CACHE_BYTES: usize = 64 << 20;
 
 /// Why a query did not produce a result. Every variant but `Internal` is the user's
 /// to fix.
@@ -149,13 +154,32 @@ pub struct SqlEngine {
     permits: Arc<Semaphore>,
     audit: Option<Arc<AuditLog>>,
     catalog: Option<Arc<Catalog>>,
+    /// Parquet footers, file statistics and file listings, shared by every query's
+    /// runtime. Data files are immutable and never reuse a name, so an entry can only
+    /// go unused, never stale (and DataFusion checks size and mtime anyway).
+    caches: Arc<CacheManager>,
 }
 
 impl SqlEngine {
     pub fn new(store: Store, admin_units: Arc<MemTable>, limits: SqlLimits) -> Self {
         let permits = Arc::new(Semaphore::new(limits.max_concurrent.max(1)));
         let admin_rows = ioc_core::AdminUnits::builtin().communes().len() as u64;
-        Self { store, admin_units, admin_rows, limits, permits, audit: None, catalog: None }
+        let caches =
+            CacheManager::try_new(&CacheManagerConfig::default().with_metadata_cache_limit(METADATA_CACHE_BYTES))
+                .expect("the default cache configuration is valid");
+        Self { store, admin_units, admin_rows, limits, permits, audit: None, catalog: None, caches }
+    }
+
+    /// A runtime for one query: its own memory pool, no spilling, the shared caches.
+    fn runtime(&self, memory_limit: Option<usize>) -> Result<Arc<RuntimeEnv>, SqlError> {
+        let mut builder = RuntimeEnvBuilder::new()
+            .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled));
+        if let Some(bytes) = memory_limit {
+            builder = builder.with_memory_limit(bytes, 1.0);
+        }
+        let mut runtime = builder.build().map_err(|e| SqlError::Internal(e.to_string()))?;
+        runtime.cache_manager = self.caches.clone();
+        Ok(Arc::new(runtime))
     }
 
     /// Writes every statement to this audit log, and lets admins query it.
@@ -205,7 +229,7 @@ impl SqlEngine {
     }
 
     async fn describe_plan(&self, caller: &Caller<'_>, sql: &str) -> Result<Described, SqlError> {
-        let runtime = RuntimeEnvBuilder::new().build_arc().map_err(|e| SqlError::Internal(e.to_string()))?;
+        let runtime = self.runtime(None)?;
         let snap = self.store.snapshot();
         let ctx = self.session(caller, &snap, runtime).await?;
         let df = self.plan(&ctx, sql).await?;
@@ -230,11 +254,7 @@ impl SqlEngine {
     ) -> Result<QueryOutput, SqlError> {
         let _permit = self.permits.try_acquire().map_err(|_| SqlError::Busy)?;
         let started = Instant::now();
-        let runtime = RuntimeEnvBuilder::new()
-            .with_memory_limit(self.limits.memory_bytes, 1.0)
-            .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
-            .build_arc()
-            .map_err(|e| SqlError::Internal(e.to_string()))?;
+        let runtime = self.runtime(Some(self.limits.memory_bytes))?;
         let snap = self.store.refresh().map_err(|e| SqlError::Internal(e.to_string()))?;
         let ctx = self.session(caller, &snap, runtime).await?;
         let limit = self.limits.max_rows;
