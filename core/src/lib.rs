@@ -10,6 +10,7 @@
 //! - [`time`]: Vietnam-time calendar buckets;
 //! - [`counters`]: additive counter deltas per KPI, hour and dimension tuple, the dense
 //!   per-province cube that sums them, and running period totals;
+//! - [`ids`]: ids kept as 128-bit hashes, and the hasher for maps keyed by them;
 //! - [`open_dossiers`]: the state behind the `overdue_open` gauge.
 
 pub mod admin;
@@ -17,6 +18,7 @@ pub mod alert;
 pub mod catalog;
 pub mod counters;
 pub mod event;
+pub mod ids;
 pub mod open_dossiers;
 pub mod time;
 

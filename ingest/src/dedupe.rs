@@ -14,21 +14,18 @@
 use std::collections::{HashSet, VecDeque};
 
 use chrono::NaiveDate;
-use xxhash_rust::xxh3::xxh3_128;
+use ioc_core::ids::IdHashBuilder;
+pub use ioc_core::ids::id_hash;
 
 /// Default and minimum retention of the index, in days.
 pub const DEFAULT_WINDOW_DAYS: u32 = 40;
 pub const MIN_WINDOW_DAYS: u32 = 35;
 
-pub fn id_hash(event_id: &str) -> u128 {
-    xxh3_128(event_id.as_bytes())
-}
-
 #[derive(Debug)]
 pub struct DedupeIndex {
     window_days: u32,
     /// Oldest first.
-    days: VecDeque<(NaiveDate, HashSet<u128>)>,
+    days: VecDeque<(NaiveDate, HashSet<u128, IdHashBuilder>)>,
 }
 
 impl DedupeIndex {
@@ -51,7 +48,7 @@ impl DedupeIndex {
                 s.insert(h);
             }
             None => {
-                let mut s = HashSet::new();
+                let mut s = HashSet::default();
                 s.insert(h);
                 self.days.push_back((day, s));
                 self.days.make_contiguous().sort_by_key(|(d, _)| *d);

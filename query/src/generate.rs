@@ -4,6 +4,11 @@
 //! batches (no JSON, no dedupe: simulator ids are unique per seed) and committed in
 //! large commits.
 //!
+//! Each commit is dated by its last event (never later than now), as if the events had
+//! been ingested as they happened. A server opened on the store then holds what a
+//! server that ran through the period would: the dedupe window covers the last days'
+//! ids, not the whole history.
+//!
 //! The live state of an engine is not updated: open a server on the store, or call
 //! [`KpiEngine::rebuild`], to read the data.
 
@@ -64,7 +69,7 @@ pub fn write_simulated(
                 out.rollup_rows += delta.rows.len() as u64;
                 tables.push((KPI_HOURLY, rollup_batch(engine.catalog(), &delta)));
             }
-            store.commit(&tables, BTreeMap::new(), Utc::now())?;
+            store.commit(&tables, BTreeMap::new(), at.min(Utc::now()))?;
             out.events += pending as u64;
             out.commits += 1;
             pending = 0;

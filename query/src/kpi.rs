@@ -805,10 +805,14 @@ fn track_open(open: &mut OpenDossiers, batch: &RecordBatch) {
         .as_any()
         .downcast_ref::<TimestampMicrosecondArray>()
         .expect("due_at timestamp");
-    let dims = row_dims(Family::Dossier, batch);
-    for (i, d) in dims.into_iter().enumerate() {
+    let dims: Vec<Option<&StringArray>> =
+        Dim::ALL.iter().map(|d| batch.column_by_name(d.as_str()).and_then(|c| c.as_string_opt::<i32>())).collect();
+    for i in 0..batch.num_rows() {
         match ty.value(i) {
-            "dossier.received" if due.is_valid(i) => open.receive(ids.value(i), due.value(i), d),
+            "dossier.received" if due.is_valid(i) => {
+                let values = std::array::from_fn(|k| dims[k].filter(|c| c.is_valid(i)).map(|c| c.value(i)));
+                open.receive(ids.value(i), due.value(i), values)
+            }
             "dossier.resolved" | "dossier.closed" => open.finish(ids.value(i)),
             _ => {}
         }
