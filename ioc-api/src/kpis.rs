@@ -4,11 +4,15 @@ use std::collections::HashMap;
 
 use axum::Json;
 use axum::extract::{Extension, Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use ioc_core::counters::{Dim, DimFilter};
 use ioc_core::time::{Bucket, fmt_vn, parse_period_bound, start_of_month, vn_year};
-use ioc_query::{KpiValue, Period, SeriesQuery};
-use serde_json::{Map, Value, json};
+use ioc_query::{KpiValue, Period, SeriesQuery, SeriesRow};
+use serde::ser::{SerializeMap, SerializeSeq};
+use serde::{Serialize, Serializer};
+use serde_json::{Value, json};
 
 use crate::app::AppState;
 use crate::auth::Principal;
@@ -94,7 +98,7 @@ pub async fn series(
     Extension(who): Extension<Principal>,
     Path(id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let now = Utc::now();
     let period = period(&params, now)?;
     let bucket = match params.get("bucket") {
@@ -133,28 +137,81 @@ pub async fn series(
     filter.0.sort();
     let q = SeriesQuery { period, bucket, group_by: group_by.clone(), filter };
     let (def, rows) = state.kpis.series(&id, &q, now).await?;
-    let gauge = def.kind_name() == "gauge";
-    let rows: Vec<Value> = rows
-        .into_iter()
-        .map(|r| {
-            let mut m = Map::new();
-            if let Some(b) = r.bucket {
-                m.insert("bucket".into(), json!(fmt_vn(b)));
-            }
-            for (d, v) in group_by.iter().zip(&r.dims) {
-                m.insert(d.as_str().into(), v.as_deref().map_or(Value::Null, |s| json!(s)));
-            }
-            m.insert("numerator".into(), json!(r.count.numerator));
-            m.insert("denominator".into(), if gauge { Value::Null } else { json!(r.count.denominator) });
-            m.insert("value".into(), json!(r.value));
-            Value::Object(m)
-        })
-        .collect();
-    Ok(Json(json!({
-        "kpi": def.id,
-        "target": def.target_for(province.as_deref(), vn_year(period.from)),
-        "from": fmt_vn(period.from),
-        "to": fmt_vn(period.to),
-        "rows": rows,
-    })))
+    let body = SeriesBody {
+        kpi: &def.id,
+        target: def.target_for(province.as_deref(), vn_year(period.from)),
+        from: fmt_vn(period.from),
+        to: fmt_vn(period.to),
+        rows: SeriesRows { rows: &rows, group_by: &group_by, gauge: def.kind_name() == "gauge" },
+    };
+    let bytes = serde_json::to_vec(&body).map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())
+}
+
+/// The answer of `GET /api/v1/kpis/{id}`.
+#[derive(Serialize)]
+struct SeriesBody<'a> {
+    kpi: &'a str,
+    target: f64,
+    from: String,
+    to: String,
+    rows: SeriesRows<'a>,
+}
+
+/// Series rows, serialised straight from the engine's rows (a year by province and
+/// day is ~12,400 of them): no intermediate JSON values, and each bucket's timestamp
+/// formatted once, not once per group.
+struct SeriesRows<'a> {
+    rows: &'a [SeriesRow],
+    group_by: &'a [Dim],
+    gauge: bool,
+}
+
+impl Serialize for SeriesRows<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(self.rows.len()))?;
+        let mut last: Option<(DateTime<Utc>, String)> = None;
+        for r in self.rows {
+            let bucket = r.bucket.map(|b| match &last {
+                Some((t, text)) if *t == b => text.clone(),
+                _ => {
+                    let text = fmt_vn(b);
+                    last = Some((b, text.clone()));
+                    text
+                }
+            });
+            seq.serialize_element(&Row {
+                row: r,
+                bucket: bucket.as_deref(),
+                group_by: self.group_by,
+                gauge: self.gauge,
+            })?;
+        }
+        seq.end()
+    }
+}
+
+/// One series row: `bucket` (if bucketed), the group-by dimensions, numerator,
+/// denominator (null for gauges) and value.
+struct Row<'a> {
+    row: &'a SeriesRow,
+    bucket: Option<&'a str>,
+    group_by: &'a [Dim],
+    gauge: bool,
+}
+
+impl Serialize for Row<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut m = serializer.serialize_map(None)?;
+        if let Some(b) = self.bucket {
+            m.serialize_entry("bucket", b)?;
+        }
+        for (d, v) in self.group_by.iter().zip(&self.row.dims) {
+            m.serialize_entry(d.as_str(), &v.as_deref())?;
+        }
+        m.serialize_entry("numerator", &self.row.count.numerator)?;
+        m.serialize_entry("denominator", &(!self.gauge).then_some(self.row.count.denominator))?;
+        m.serialize_entry("value", &self.row.value)?;
+        m.end()
+    }
 }
