@@ -98,7 +98,8 @@ impl Server {
     }
 
     async fn wait_healthy(&self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        // Generous: the benchmarks start servers on 50M stored events (about a minute).
+        let deadline = Instant::now() + Duration::from_secs(300);
         loop {
             if let Ok(r) = self.client.get(format!("{}/healthz", self.base)).send().await
                 && r.status().is_success()
@@ -135,6 +136,13 @@ impl Server {
         let r = self.auth(self.client.get(format!("{}{path}", self.base))).send().await.unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The status and the raw body, unparsed (for timing the server's answer alone).
+    pub async fn get_bytes(&self, path: &str) -> (u16, usize) {
+        let r = self.auth(self.client.get(format!("{}{path}", self.base))).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.bytes().await.map_or(0, |b| b.len()))
     }
 
     pub async fn sql(&self, sql: &str) -> (u16, Value) {
