@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use crate::counters::{Dim, DimFilter, DimValue, DimValues, ScopeKey};
+use crate::counters::{Dim, DimFilter, DimValue, ScopeKey};
 use crate::ids::{IdHashBuilder, id_hash};
 
 /// No value for a dimension.
@@ -174,14 +174,6 @@ impl OpenDossiers {
         counts.into_iter().map(|(k, n)| (k.into_iter().map(|i| self.symbols.get(i)).collect(), n)).collect()
     }
 
-    /// The dimension values of an open dossier, if it is open.
-    pub fn dims_of(&self, dossier_id: &str) -> Option<DimValues> {
-        match self.by_id.get(&id_hash(dossier_id))? {
-            Entry::Open { dims, .. } => Some(DimValues(dims.map(|i| self.symbols.get(i)))),
-            Entry::FinishedFirst => None,
-        }
-    }
-
     /// Number of dossiers tracked (open, or finished before their receipt was seen).
     pub fn len(&self) -> usize {
         self.by_id.len()
@@ -250,13 +242,14 @@ mod tests {
         dims[Dim::Channel.index()] = Some("online");
         dims[Dim::CommuneCode.index()] = Some("00004");
         s.receive("A", 0, dims);
-        let got = s.dims_of("A").expect("open");
-        assert_eq!(got.get(Dim::ProvinceCode), Some("01"));
-        assert_eq!(got.get(Dim::Channel), Some("online"));
-        assert_eq!(got.get(Dim::CommuneCode), Some("00004"));
-        assert_eq!(got.get(Dim::AgencyCode), None);
+        let now = DateTime::from_timestamp_micros(10).unwrap();
+        let all = [Dim::ProvinceCode, Dim::Channel, Dim::CommuneCode, Dim::AgencyCode];
+        let g = s.overdue(now, &DimFilter::default(), &all);
+        assert_eq!(g[&vec![Some("01".into()), Some("online".into()), Some("00004".into()), None]], 1);
         s.receive("A", 5, d("79"));
-        assert_eq!(s.dims_of("A").unwrap().get(Dim::ProvinceCode), Some("79"), "a re-receipt replaces");
+        let g = s.overdue(now, &DimFilter::default(), &all);
+        assert_eq!(g.len(), 1);
+        assert_eq!(g[&vec![Some("79".into()), None, None, None]], 1, "a re-receipt replaces");
         assert_eq!(s.len(), 1);
     }
 
