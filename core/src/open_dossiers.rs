@@ -5,8 +5,8 @@
 //! a finish that arrives before its receipt is remembered. The state is a pure
 //! function of the accepted events; it is rebuilt from storage on start.
 //!
-//! Memory is O(open dossiers) at 48 bytes of entry each (about 60 with the map's
-//! spare room): the id is kept as its 128-bit hash (see [`crate::ids`]) and the seven
+//! Memory is O(open dossiers) at one 64-byte map slot each (a 16-byte id hash and a
+//! 40-byte entry, aligned), so 75–150 bytes with the map's spare room: the id is kept as its 128-bit hash (see [`crate::ids`]) and the seven
 //! dimension values as indexes into a table of the distinct codes seen, which is as
 //! small as the code lists (communes, agencies, procedures).
 
