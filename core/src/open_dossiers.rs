@@ -6,9 +6,10 @@
 //! function of the accepted events; it is rebuilt from storage on start.
 //!
 //! Memory is O(open dossiers) at one 64-byte map slot each (a 16-byte id hash and a
-//! 40-byte entry, aligned), so 75–150 bytes with the map's spare room: the id is kept as its 128-bit hash (see [`crate::ids`]) and the seven
-//! dimension values as indexes into a table of the distinct codes seen, which is as
-//! small as the code lists (communes, agencies, procedures).
+//! 40-byte entry, aligned), so 75–150 bytes with the map's spare room: the id is kept
+//! as its 128-bit hash (see [`crate::ids`]) and the seven dimension values as indexes
+//! into a table of the distinct codes seen, which is as small as the code lists
+//! (communes, agencies, procedures).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
