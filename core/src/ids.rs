@@ -1,13 +1,14 @@
-//! Identifiers kept as 128-bit hashes, and a hasher for maps keyed by them.
+//! Identifiers kept as 128-bit hashes, and the hasher for maps keyed by them.
 //!
 //! Long-lived sets of ids (the dedupe window, the open dossiers) keep each id as its
 //! 128-bit xxh3 hash: 16 bytes and no allocation instead of a `String` of ~60. Two of
 //! 10^12 distinct ids collide with probability about 10^-15.
 //!
-//! The hash is already uniform, so maps keyed by it use [`IdHashBuilder`], which takes
-//! its low 64 bits instead of hashing it again with SipHash.
-
-use std::hash::{BuildHasherDefault, Hasher};
+//! Maps keyed by these hashes use [`IdHashBuilder`], foldhash (hashbrown's default),
+//! not std's SipHash, which showed among the top costs of start-up. The ids come from outside, and xxh3
+//! has no key, so the map hash must not simply be the id hash's low bits: a source
+//! could then choose ids that all land in one bucket chain. foldhash seeds every map
+//! at random.
 
 use xxhash_rust::xxh3::xxh3_128;
 
@@ -16,28 +17,8 @@ pub fn id_hash(id: &str) -> u128 {
     xxh3_128(id.as_bytes())
 }
 
-/// A [`Hasher`] for keys that are [`id_hash`]es: it passes their low 64 bits through.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only reached for key types other than u128: fold the bytes in.
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-
-    fn write_u128(&mut self, i: u128) {
-        self.0 = i as u64;
-    }
-}
-
-pub type IdHashBuilder = BuildHasherDefault<IdHasher>;
+/// The hasher of maps keyed by [`id_hash`]es.
+pub type IdHashBuilder = foldhash::fast::RandomState;
 
 #[cfg(test)]
 mod tests {
@@ -46,9 +27,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_id_hash_is_passed_through_and_distinct_ids_differ() {
+    fn distinct_ids_differ_and_maps_are_seeded_apart() {
         let h = id_hash("HS-01-1");
         assert_ne!(h, id_hash("HS-01-2"));
-        assert_eq!(IdHashBuilder::default().hash_one(h), h as u64);
+        assert_eq!(h, id_hash("HS-01-1"), "the id hash itself is stable");
+        let (a, b) = (IdHashBuilder::default(), IdHashBuilder::default());
+        let differs = (0..8u128).any(|k| a.hash_one(h ^ k) != b.hash_one(h ^ k));
+        assert!(differs, "two maps hash the same key differently");
     }
 }
