@@ -138,7 +138,7 @@ async fn run(dir: &Path, runs: usize, queries: &[(&str, &str)], explain: bool) {
         let mut times = Vec::new();
         for _ in 0..runs {
             let t = Instant::now();
-            engine.run(&caller, sql).await.unwrap();
+            engine.run(&caller, sql).await.unwrap_or_else(|e| panic!("{name}: {e}"));
             times.push(t.elapsed().as_secs_f64());
         }
         times.sort_by(f64::total_cmp);

@@ -20,6 +20,7 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::datasource::{ViewTable, provider_as_source};
 use datafusion::error::DataFusionError;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::logical_expr::{ColumnarValue, LogicalPlanBuilder, ScalarUDF, Volatility, col, create_udf, lit};
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -28,6 +29,7 @@ use ioc_core::catalog::{Catalog, KpiDef};
 use ioc_storage::{DataFile, Snapshot, Store, schema};
 
 use crate::audit::AuditLog;
+use crate::view_groups::ViewGroupAggregate;
 
 /// What a session may see.
 #[derive(Debug, Clone, Copy, Default)]
@@ -130,11 +132,30 @@ fn view_schema(schema: &Schema) -> arrow::datatypes::SchemaRef {
 }
 
 /// Settings every session gets.
+///
+/// Partial aggregation gives up (passes rows through to the final one) when it merges
+/// fewer than half of its first 100,000 rows, not a fifth as by default: a GROUP BY on
+/// an identifier (`count(DISTINCT dossier_id)`) then costs one hash table instead of
+/// two, which took that benchmark query from 9.5 s to 5.7 s and 3.4 to 2.0 GiB.
 pub fn session_config() -> SessionConfig {
-    SessionConfig::new()
+    let mut config = SessionConfig::new();
+    config.options_mut().execution.skip_partial_aggregation_probe_ratio_threshold = 0.5;
+    config
         .with_information_schema(true)
         .with_default_catalog_and_schema("ioc", "public")
         .with_create_default_catalog_and_schema(true)
+}
+
+/// A session with [`session_config`] on `runtime`, whose physical plans group by one
+/// text column with [`ViewGroupAggregateExec`](crate::view_groups::ViewGroupAggregateExec).
+pub fn new_session(runtime: Arc<RuntimeEnv>) -> SessionContext {
+    let state = SessionStateBuilder::new()
+        .with_config(session_config())
+        .with_runtime_env(runtime)
+        .with_default_features()
+        .with_physical_optimizer_rule(Arc::new(ViewGroupAggregate))
+        .build();
+    SessionContext::new_with_state(state)
 }
 
 /// The `kpi_catalog` table: one row per KPI with its names, kind, default target and
@@ -220,7 +241,7 @@ pub async fn build_context(
     audit: Option<&AuditLog>,
     catalog: Option<&Arc<Catalog>>,
 ) -> Result<SessionContext, DataFusionError> {
-    let ctx = SessionContext::new_with_config_rt(session_config(), runtime.clone());
+    let ctx = new_session(runtime.clone());
     for (name, schema) in schema::tables() {
         ctx.register_table(name, scoped(name, snapshot_table(store, snap, name, schema, &runtime)?, scope.province)?)?;
     }
@@ -253,7 +274,7 @@ pub fn period_context(
     let schema = schema::schema_of(table).ok_or_else(|| DataFusionError::Plan(format!("unknown table `{table}`")))?;
     let files: Vec<&DataFile> =
         snap.files(table).iter().filter(|f| f.max_time_us >= from_us && f.min_time_us < to_us).collect();
-    let ctx = SessionContext::new_with_config(session_config());
+    let ctx = new_session(Arc::new(RuntimeEnv::default()));
     ctx.register_table(table, files_table(store, &files, schema, &ctx.runtime_env())?)?;
     Ok(ctx)
 }
