@@ -4,8 +4,9 @@
 //! Ten typical leader queries run through [`SqlEngine`] (the same path as `ioc sql`,
 //! HTTP and pgwire, with the sandbox's limits) and through DuckDB (Python `duckdb`
 //! from PyPI) over `read_parquet` of the very files the store lists. Each query runs
-//! `--runs` times after one warm-up; the median is reported, with the ratio
-//! ours / DuckDB, and both engines' row counts are checked to agree.
+//! `--runs` times after one warm-up, alternating with DuckDB run by run; the medians
+//! are reported, with the ratio ours / DuckDB, and both engines' row counts are
+//! checked to agree.
 //!
 //! Run: `pip install duckdb && cargo bench -p ioc-api --bench sql_duckdb -- --data-dir DIR [--runs R] [--only NAME]`
 //! (`--only` keeps the queries whose name contains NAME; `--explain` prints our
@@ -68,11 +69,12 @@ const QUERIES: &[(&str, &str)] = &[
     ),
 ];
 
+/// DuckDB, driven one run at a time: a line of JSON (the SQL) in, a line out with the
+/// row count and the seconds it took.
 const DUCKDB: &str = r#"
-import json, statistics, sys, time, duckdb
-store, runs, csv = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+import json, sys, time, duckdb
+store, csv = sys.argv[1], sys.argv[2]
 files = json.loads(sys.stdin.readline())
-queries = json.loads(sys.stdin.readline())
 con = duckdb.connect()
 con.execute("SET TimeZone = 'UTC'")
 con.execute("SET enable_progress_bar = false")
@@ -81,14 +83,11 @@ for table, paths in files.items():
         con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet({[store + '/' + p for p in paths]!r})")
 con.execute(f"""CREATE TABLE admin_units AS SELECT province_code, province_name, commune_code, commune_name, commune_type
                 FROM read_csv('{csv}', all_varchar = true)""")
-out = []
-for sql in queries:
-    rows = len(con.execute(sql).fetchall())
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter(); con.execute(sql).fetchall(); times.append(time.perf_counter() - t)
-    out.append({"rows": rows, "median_s": statistics.median(times)})
-print(json.dumps(out))
+print(json.dumps({"ready": True}), flush=True)
+for line in sys.stdin:
+    sql = json.loads(line)
+    t = time.perf_counter(); rows = len(con.execute(sql).fetchall()); s = time.perf_counter() - t
+    print(json.dumps({"rows": rows, "s": s}), flush=True)
 "#;
 
 fn main() {
@@ -132,54 +131,99 @@ async fn run(dir: &Path, runs: usize, queries: &[(&str, &str)], explain: bool) {
         }
         return;
     }
-    let mut ours = Vec::new();
-    for (name, sql) in queries {
-        let rows = engine.run(&caller, sql).await.unwrap_or_else(|e| panic!("{name}: {e}")).rows;
-        let mut times = Vec::new();
-        for _ in 0..runs {
-            let t = Instant::now();
-            engine.run(&caller, sql).await.unwrap_or_else(|e| panic!("{name}: {e}"));
-            times.push(t.elapsed().as_secs_f64());
-        }
-        times.sort_by(f64::total_cmp);
-        ours.push((rows, times[times.len() / 2]));
-    }
-
     let files: serde_json::Map<String, serde_json::Value> = snap
         .files
         .iter()
         .map(|(t, fs)| (t.clone(), fs.iter().map(|f| f.path.clone()).collect::<Vec<_>>().into()))
         .collect();
-    let csv = concat!(env!("CARGO_MANIFEST_DIR"), "/../data/admin_units_2025.csv");
-    let mut child = Command::new("python3")
-        .args(["-c", DUCKDB, &dir.join("store").to_string_lossy(), &runs.to_string(), csv])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3");
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        writeln!(stdin, "{}", serde_json::Value::Object(files)).unwrap();
-        let sqls: Vec<&str> = queries.iter().map(|(_, s)| *s).collect();
-        writeln!(stdin, "{}", serde_json::to_string(&sqls).unwrap()).unwrap();
+    let mut duck = DuckDb::start(&dir.join("store"), &serde_json::Value::Object(files));
+
+    // Runs alternate between the engines, so that the machine's ups and downs fall on
+    // both alike; each query's first run (cold caches) is not counted.
+    let mut results = Vec::new();
+    for (name, sql) in queries {
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        let mut rows = (0, 0);
+        for run in 0..=runs {
+            let t = Instant::now();
+            rows.0 = engine.run(&caller, sql).await.unwrap_or_else(|e| panic!("{name}: {e}")).rows;
+            let ours_s = t.elapsed().as_secs_f64();
+            let (duck_rows, duck_s) = duck.run(sql);
+            rows.1 = duck_rows;
+            if run > 0 {
+                ours.push(ours_s);
+                theirs.push(duck_s);
+            }
+        }
+        assert_eq!(rows.0, rows.1, "{name}: both engines return the same number of rows");
+        results.push((rows.0, median(ours), median(theirs)));
     }
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "duckdb failed (pip install duckdb)");
-    // The result is the last line; anything before it is DuckDB's own output.
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let duck: Vec<serde_json::Value> = serde_json::from_str(stdout.lines().last().unwrap_or("[]")).unwrap();
 
     let events: u64 = ioc_core::event::Family::ALL.iter().map(|f| snap.rows(f.table())).sum();
     println!("{events} events in {} files; median of {runs} runs", snap.files.values().map(Vec::len).sum::<usize>());
     println!("{:<30} {:>8} {:>10} {:>10} {:>7}", "query", "rows", "ours ms", "duckdb ms", "ratio");
     let mut ratios = Vec::new();
-    for (((name, _), (rows, t)), d) in queries.iter().zip(&ours).zip(&duck) {
-        let (drows, dt) = (d["rows"].as_u64().unwrap() as usize, d["median_s"].as_f64().unwrap());
-        assert_eq!(*rows, drows, "{name}: both engines return the same number of rows");
+    for ((name, _), &(rows, t, dt)) in queries.iter().zip(&results) {
         ratios.push(t / dt);
         println!("{name:<30} {rows:>8} {:>10.1} {:>10.1} {:>7.2}", t * 1e3, dt * 1e3, t / dt);
     }
     let geo = (ratios.iter().map(|r| r.ln()).sum::<f64>() / ratios.len() as f64).exp();
     println!("geometric mean ratio: {geo:.2}");
+}
+
+fn median(mut times: Vec<f64>) -> f64 {
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+/// A Python process holding one DuckDB connection over the store's files.
+struct DuckDb {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl DuckDb {
+    fn start(store: &Path, files: &serde_json::Value) -> Self {
+        use std::io::Write;
+        let csv = concat!(env!("CARGO_MANIFEST_DIR"), "/../data/admin_units_2025.csv");
+        let mut child = Command::new("python3")
+            .args(["-c", DUCKDB, &store.to_string_lossy(), csv])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "{files}").unwrap();
+        let mut duck = Self { stdout: std::io::BufReader::new(child.stdout.take().unwrap()), child, stdin };
+        assert!(duck.reply()["ready"].as_bool().unwrap_or(false), "duckdb did not start (pip install duckdb)");
+        duck
+    }
+
+    /// Rows and seconds of one run of `sql`.
+    fn run(&mut self, sql: &str) -> (usize, f64) {
+        use std::io::Write;
+        writeln!(self.stdin, "{}", serde_json::Value::from(sql)).unwrap();
+        let reply = self.reply();
+        (reply["rows"].as_u64().expect("rows") as usize, reply["s"].as_f64().expect("seconds"))
+    }
+
+    /// The next JSON line; anything else is DuckDB's own output.
+    fn reply(&mut self) -> serde_json::Value {
+        use std::io::BufRead;
+        loop {
+            let mut line = String::new();
+            assert!(self.stdout.read_line(&mut line).unwrap() > 0, "duckdb exited");
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                return v;
+            }
+        }
+    }
+}
+
+impl Drop for DuckDb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

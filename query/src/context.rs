@@ -15,6 +15,7 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, AsArray, Float64Array, RecordBatch, StringArray, StringViewBuilder};
 use arrow::datatypes::{DataType, Field, Int32Type, Schema};
 use datafusion::catalog::TableProvider;
+use datafusion::common::{Constraint, Constraints};
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
@@ -29,6 +30,7 @@ use ioc_core::catalog::{Catalog, KpiDef};
 use ioc_storage::{DataFile, Snapshot, Store, schema};
 
 use crate::audit::AuditLog;
+use crate::eager_aggregate::EagerAggregate;
 use crate::view_groups::ViewGroupAggregate;
 
 /// What a session may see.
@@ -74,7 +76,10 @@ pub fn admin_units_table(units: &AdminUnits) -> Arc<MemTable> {
     }
     let batch = RecordBatch::try_new(schema.clone(), cols.iter_mut().map(|b| Arc::new(b.finish()) as _).collect())
         .expect("admin units batch");
-    Arc::new(MemTable::try_new(schema, vec![vec![batch]]).expect("admin units table"))
+    // `commune_code` is the key: `AdminUnits` refuses a file that repeats one. The
+    // planner's functional dependencies come from this, and `EagerAggregate` uses them.
+    let key = Constraints::new_unverified(vec![Constraint::PrimaryKey(vec![2])]);
+    Arc::new(MemTable::try_new(schema, vec![vec![batch]]).expect("admin units table").with_constraints(key))
 }
 
 /// A table over the files a snapshot lists for it.
@@ -146,13 +151,15 @@ pub fn session_config() -> SessionConfig {
         .with_create_default_catalog_and_schema(true)
 }
 
-/// A session with [`session_config`] on `runtime`, whose physical plans group by one
-/// text column with [`ViewGroupAggregateExec`](crate::view_groups::ViewGroupAggregateExec).
+/// A session with [`session_config`] on `runtime`, whose plans group events before a
+/// lookup join ([`EagerAggregate`]) and group by one text column with
+/// [`ViewGroupAggregateExec`](crate::view_groups::ViewGroupAggregateExec).
 pub fn new_session(runtime: Arc<RuntimeEnv>) -> SessionContext {
     let state = SessionStateBuilder::new()
         .with_config(session_config())
         .with_runtime_env(runtime)
         .with_default_features()
+        .with_optimizer_rule(Arc::new(EagerAggregate))
         .with_physical_optimizer_rule(Arc::new(ViewGroupAggregate))
         .build();
     SessionContext::new_with_state(state)

@@ -8,12 +8,15 @@
 //!   events of each commit (its rollups) and as SQL over Parquet (recompute and period
 //!   edges); the in-memory province cube and SQL over the rollups answer queries;
 //! - [`rollup`]: the `kpi_hourly` rollup rows, and their re-aggregation for compaction;
+//! - [`eager_aggregate`]: groups the events before a join with a lookup table such as
+//!   `admin_units`, when the answer cannot change;
 //! - [`view_groups`]: a faster GROUP BY over one text column, swapped into plans by a
 //!   physical optimizer rule;
 //! - [`generate`]: writes seeded simulator events with their rollups, fast (benchmarks).
 
 pub mod audit;
 pub mod context;
+pub mod eager_aggregate;
 pub mod generate;
 pub mod kpi;
 pub mod rollup;

@@ -237,9 +237,11 @@ impl Run {
     }
 }
 
-/// Slots in [`ViewGroups`]' cache of recent views: enough for every value of a
-/// dimension, small enough (32 KiB) to stay in cache.
+/// Slots in [`ViewGroups`]' cache of recent views at first (32 KiB); it doubles while
+/// there are more than half as many groups, up to [`MAX_CACHE_SLOTS`] (2 MiB), so
+/// that every value of a dimension (3,321 communes) fits.
 const CACHE_SLOTS: usize = 1024;
+const MAX_CACHE_SLOTS: usize = 1 << 16;
 
 #[derive(Clone, Copy)]
 struct Slot {
@@ -299,6 +301,10 @@ impl ViewGroups {
         out.clear();
         out.reserve(keys.len());
         self.batch += 1;
+        if self.len * 2 > self.cache.len() && self.cache.len() < MAX_CACHE_SLOTS {
+            self.cache = vec![EMPTY; self.cache.len() * 2].into_boxed_slice();
+        }
+        let bits = self.cache.len().trailing_zeros();
         let nulls = keys.nulls().filter(|n| n.null_count() > 0);
         for (i, &view) in keys.views().iter().enumerate() {
             if nulls.is_some_and(|n| n.is_null(i)) {
@@ -317,7 +323,7 @@ impl ViewGroups {
             let length = view as u32;
             let short = length <= 12;
             let key = if short { view & short_mask(length) } else { view };
-            let at = slot_of(key);
+            let at = slot_of(key, bits);
             let slot = self.cache[at];
             if slot.key == key && (short || slot.batch == self.batch) {
                 out.push(slot.group);
@@ -357,7 +363,7 @@ impl ViewGroups {
 
     /// Bytes held, roughly (hash tables at their capacity).
     fn size(&self) -> usize {
-        CACHE_SLOTS * size_of::<Slot>()
+        self.cache.len() * size_of::<Slot>()
             + self.short.capacity() * (size_of::<u128>() + size_of::<usize>() + 1)
             + self.long.capacity() * (size_of::<Box<[u8]>>() + size_of::<usize>() + 1)
             + 2 * self.long_bytes
@@ -370,10 +376,10 @@ impl ViewGroups {
     }
 }
 
-/// The cache slot of a key: a multiplicative hash of both halves.
-fn slot_of(key: u128) -> usize {
+/// The cache slot of a key among `1 << bits`: a multiplicative hash of both halves.
+fn slot_of(key: u128, bits: u32) -> usize {
     let x = (key as u64) ^ ((key >> 64) as u64).rotate_left(29);
-    (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - CACHE_SLOTS.trailing_zeros())) as usize
+    (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits)) as usize
 }
 
 /// Keeps a short view's length and its `length` bytes, dropping the padding. Arrow
