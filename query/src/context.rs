@@ -30,6 +30,7 @@ use ioc_core::catalog::{Catalog, KpiDef};
 use ioc_storage::{DataFile, Snapshot, Store, schema};
 
 use crate::audit::AuditLog;
+use crate::date_trunc::MemoDateTrunc;
 use crate::eager_aggregate::EagerAggregate;
 use crate::view_groups::ViewGroupAggregate;
 
@@ -153,7 +154,8 @@ pub fn session_config() -> SessionConfig {
 
 /// A session with [`session_config`] on `runtime`, whose plans group events before a
 /// lookup join ([`EagerAggregate`]) and group by one text column with
-/// [`ViewGroupAggregateExec`](crate::view_groups::ViewGroupAggregateExec).
+/// [`ViewGroupAggregateExec`](crate::view_groups::ViewGroupAggregateExec), and whose
+/// `date_trunc` is [`MemoDateTrunc`].
 pub fn new_session(runtime: Arc<RuntimeEnv>) -> SessionContext {
     let state = SessionStateBuilder::new()
         .with_config(session_config())
@@ -162,7 +164,9 @@ pub fn new_session(runtime: Arc<RuntimeEnv>) -> SessionContext {
         .with_optimizer_rule(Arc::new(EagerAggregate))
         .with_physical_optimizer_rule(Arc::new(ViewGroupAggregate))
         .build();
-    SessionContext::new_with_state(state)
+    let ctx = SessionContext::new_with_state(state);
+    ctx.register_udf(MemoDateTrunc::udf());
+    ctx
 }
 
 /// The `kpi_catalog` table: one row per KPI with its names, kind, default target and

@@ -8,6 +8,7 @@
 //!   events of each commit (its rollups) and as SQL over Parquet (recompute and period
 //!   edges); the in-memory province cube and SQL over the rollups answer queries;
 //! - [`rollup`]: the `kpi_hourly` rollup rows, and their re-aggregation for compaction;
+//! - [`date_trunc`]: DataFusion's `date_trunc`, fast on time-ordered rows;
 //! - [`eager_aggregate`]: groups the events before a join with a lookup table such as
 //!   `admin_units`, when the answer cannot change;
 //! - [`view_groups`]: a faster GROUP BY over one text column, swapped into plans by a
@@ -16,6 +17,7 @@
 
 pub mod audit;
 pub mod context;
+pub mod date_trunc;
 pub mod eager_aggregate;
 pub mod generate;
 pub mod kpi;
