@@ -32,6 +32,7 @@ use ioc_storage::{DataFile, Snapshot, Store, schema};
 use crate::audit::AuditLog;
 use crate::date_trunc::MemoDateTrunc;
 use crate::eager_aggregate::EagerAggregate;
+use crate::view_eq::ViewEquality;
 use crate::view_groups::ViewGroupAggregate;
 
 /// What a session may see.
@@ -154,7 +155,8 @@ pub fn session_config() -> SessionConfig {
 
 /// A session with [`session_config`] on `runtime`, whose plans group events before a
 /// lookup join ([`EagerAggregate`]) and group by one text column with
-/// [`ViewGroupAggregateExec`](crate::view_groups::ViewGroupAggregateExec), and whose
+/// [`ViewGroupAggregateExec`](crate::view_groups::ViewGroupAggregateExec), whose
+/// filters compare text to literals by views ([`ViewEquality`]), and whose
 /// `date_trunc` is [`MemoDateTrunc`].
 pub fn new_session(runtime: Arc<RuntimeEnv>) -> SessionContext {
     let state = SessionStateBuilder::new()
@@ -163,6 +165,7 @@ pub fn new_session(runtime: Arc<RuntimeEnv>) -> SessionContext {
         .with_default_features()
         .with_optimizer_rule(Arc::new(EagerAggregate))
         .with_physical_optimizer_rule(Arc::new(ViewGroupAggregate))
+        .with_physical_optimizer_rule(Arc::new(ViewEquality))
         .build();
     let ctx = SessionContext::new_with_state(state);
     ctx.register_udf(MemoDateTrunc::udf());

@@ -11,6 +11,7 @@
 //! - [`date_trunc`]: DataFusion's `date_trunc`, fast on time-ordered rows;
 //! - [`eager_aggregate`]: groups the events before a join with a lookup table such as
 //!   `admin_units`, when the answer cannot change;
+//! - [`view_eq`]: `text = 'literal'` in filters, compared by views;
 //! - [`view_groups`]: a faster GROUP BY over one text column, swapped into plans by a
 //!   physical optimizer rule;
 //! - [`generate`]: writes seeded simulator events with their rollups, fast (benchmarks).
@@ -23,6 +24,7 @@ pub mod generate;
 pub mod kpi;
 pub mod rollup;
 pub mod sandbox;
+pub mod view_eq;
 pub mod view_groups;
 
 pub use audit::{AuditEntry, AuditLog};
