@@ -21,7 +21,8 @@
 //!   key), and the other is not;
 //! - every aggregate is `count`, `sum`, `min` or `max` of expressions over the other
 //!   (fact) side only, without `DISTINCT`, `FILTER` or `ORDER BY`;
-//! - no grouping sets and no volatile group expression.
+//! - no grouping sets and no volatile group expression, and a GROUP BY if there is a
+//!   `count` (with none, no rows still give one row, where `count` is 0).
 //!
 //! The fact side is grouped by its join keys and by the fact columns the group
 //! expressions use; the partial results are merged above the join (`sum` of counts
@@ -117,6 +118,9 @@ fn rewrite(agg: &Aggregate) -> Result<Option<LogicalPlan>> {
         let name = format!("__eager_{i}");
         let part = col(Column::from_name(&name));
         let merge = match f.func.name() {
+            // Without GROUP BY, no rows still make one row: `count` says 0 where a `sum`
+            // of partial counts would say NULL.
+            "count" if agg.group_expr.is_empty() => return Ok(None),
             "count" | "sum" => sum(part),
             "min" => min(part),
             "max" => max(part),
@@ -229,12 +233,17 @@ mod tests {
              GROUP BY a.province_code, e.channel ORDER BY 1, 2",
             "SELECT upper(a.province_name) AS p, count(*) FROM e JOIN admin_units a USING (commune_code) \
              GROUP BY upper(a.province_name) ORDER BY p LIMIT 5",
+            // Without GROUP BY, sum, min and max are NULL over no rows either way.
+            "SELECT sum(v), max(v) FROM e JOIN admin_units a ON a.commune_code = e.commune_code WHERE a.province_code = 'xx'",
+            "SELECT sum(v), min(v) FROM e JOIN admin_units a ON a.commune_code = e.commune_code",
         ];
         for sql in eligible {
             assert!(run(&ours, &format!("EXPLAIN {sql}")).await.contains("__eager_0"), "rewritten: {sql}");
             assert_eq!(run(&ours, sql).await, run(&stock, sql).await, "{sql}");
         }
         let not_eligible = [
+            // No GROUP BY: over no rows count is 0, a sum of partial counts NULL.
+            "SELECT count(*) FROM e JOIN admin_units a ON a.commune_code = e.commune_code WHERE a.province_code = 'xx'",
             // avg does not merge by one function; an aggregate of the lookup side;
             // a left join keeps unmatched rows; DISTINCT.
             "SELECT a.province_code, avg(v) FROM e JOIN admin_units a ON a.commune_code = e.commune_code GROUP BY 1 ORDER BY 1",
