@@ -113,6 +113,8 @@ async fn psql_answers_equal_the_http_answers() {
         "SELECT p.province_name, d.numerator, d.denominator FROM kpi_daily d JOIN provinces p USING (province_code) \
          WHERE d.kpi = 'edoc_rate' ORDER BY d.day, p.province_name",
         "SELECT count(*) FROM dead_letters",
+        "SELECT a.province_name, count(*) AS n, max(d.channel) AS last_channel FROM dossier_events d \
+         JOIN admin_units a ON a.commune_code = d.commune_code GROUP BY a.province_name ORDER BY a.province_name",
     ];
     for sql in queries {
         let over_pg = psql(&server, "admin", "admin-token-00001", sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
@@ -132,6 +134,20 @@ async fn psql_answers_equal_the_http_answers() {
     let names =
         psql(&server, "admin", "admin-token-00001", "SELECT province_name FROM provinces WHERE province_code = '01'");
     assert_eq!(names.unwrap(), vec!["Thành phố Hà Nội".to_string()]);
+    // psql's `\d` finds a table's oid in one statement and its columns by that oid in
+    // the next: each table shows its own columns, for admins and analysts.
+    for (user, token) in [("admin", "admin-token-00001"), ("analyst", "analyst-token-0001")] {
+        for table in ["dossier_events", "admin_units", "kpi_hourly"] {
+            let described =
+                psql(&server, user, token, &format!("\\d {table}")).unwrap_or_else(|e| panic!("\\d {table}: {e}"));
+            let columns: Vec<&str> = described.iter().filter_map(|l| l.split('|').next()).collect();
+            let (status, schema) = server.sql(&format!("SELECT * FROM {table} LIMIT 0")).await;
+            assert_eq!(status, 200, "{schema}");
+            let names: Vec<&str> =
+                schema["columns"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+            assert_eq!(columns, names, "{user}: \\d {table}");
+        }
+    }
     // kpi_daily sums the same counts as the KPI API over the same days.
     let total = psql(
         &server,

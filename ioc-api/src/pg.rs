@@ -13,18 +13,29 @@
 //!   on connect come from `datafusion-pg-catalog`; the session settings drivers send
 //!   (`SET extra_float_digits`, `SET application_name`, `BEGIN`, ...) are accepted and
 //!   have no effect, and the `SHOW`s they ask are answered.
+//! - **Catalog oids are stable.** `datafusion-pg-catalog` numbers tables as its
+//!   provider first lists them. Sessions are built per statement, so a provider per
+//!   session numbered them afresh each time, and differently in `pg_class` and
+//!   `pg_attribute`: psql's `\d table` (the oid from one statement, the columns by oid
+//!   in the next) showed another table's columns. Every session therefore gets one of
+//!   two providers kept for the server's life (admins', which list `audit_log`, and
+//!   everyone else's), built over the catalog of a session for that kind of caller.
 
 use std::fmt::Debug;
 use std::sync::Arc;
+
+use tokio::sync::OnceCell;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::DataType;
 use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type};
 use async_trait::async_trait;
+use datafusion::catalog::SchemaProvider;
 use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{Set, Statement};
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+use datafusion_pg_catalog::pg_catalog::{PgCatalogSchemaProvider, PgCatalogStaticTables};
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use futures::{Sink, SinkExt, stream};
 use ioc_query::{Caller, Described, QueryOutput, SqlEngine, SqlError};
@@ -102,14 +113,25 @@ pub struct PgHandlers {
 
 impl PgHandlers {
     pub fn new(engine: SqlEngine, tokens: Arc<Vec<Token>>) -> Self {
-        let hook: Arc<ioc_query::SessionHook> = Arc::new(pg_catalog);
+        let catalogs: [Arc<OnceCell<Arc<dyn SchemaProvider>>>; 2] = Default::default();
+        let hooks = catalogs.clone().map(|shared| {
+            Arc::new(move |ctx: &SessionContext| {
+                pg_catalog(ctx)?;
+                if let Some(shared) = shared.get() {
+                    let catalog =
+                        ctx.catalog("ioc").ok_or_else(|| DataFusionError::Internal("no catalog `ioc`".into()))?;
+                    catalog.register_schema("pg_catalog", shared.clone())?;
+                }
+                Ok(())
+            }) as Arc<ioc_query::SessionHook>
+        });
         let mut params = DefaultServerParameterProvider::default();
         params.default_transaction_read_only = true;
         params.is_superuser = false;
         Self {
             startup: Arc::new(TokenStartup { tokens, params }),
             service: Arc::new(PgService {
-                parser: Arc::new(PgParser { engine, hook, sql: PostgresCompatibilityParser::new() }),
+                parser: Arc::new(PgParser { engine, catalogs, hooks, sql: PostgresCompatibilityParser::new() }),
             }),
         }
     }
@@ -341,7 +363,10 @@ where
 /// Parses statements and plans them for the extended protocol.
 struct PgParser {
     engine: SqlEngine,
-    hook: Arc<ioc_query::SessionHook>,
+    /// The shared `pg_catalog` providers: `[others, admins]`.
+    catalogs: [Arc<OnceCell<Arc<dyn SchemaProvider>>>; 2],
+    /// Session hooks that register them: `[others, admins]`.
+    hooks: [Arc<ioc_query::SessionHook>; 2],
     sql: PostgresCompatibilityParser,
 }
 
@@ -356,14 +381,33 @@ impl PgParser {
         }
     }
 
-    fn caller<'a>(&'a self, who: &'a Principal) -> Caller<'a> {
-        Caller {
+    /// `who` as the engine's caller, once the `pg_catalog` provider for its kind of
+    /// caller exists.
+    async fn caller<'a>(&'a self, who: &'a Principal) -> PgWireResult<Caller<'a>> {
+        let admin = who.role == Role::Admin;
+        self.catalogs[usize::from(admin)]
+            .get_or_try_init(|| async {
+                let plain: &ioc_query::SessionHook = &pg_catalog;
+                let caller = Caller { token: "pg-catalog", via: "pg", province: None, admin, hook: Some(plain) };
+                let template = self.engine.session_for(&caller).await?;
+                let internal = |e: DataFusionError| SqlError::Internal(e.to_string());
+                let provider = PgCatalogSchemaProvider::try_new(
+                    template.state().catalog_list().clone(),
+                    Arc::new(PgCatalogStaticTables::try_new().map_err(internal)?),
+                    EmptyContextProvider,
+                )
+                .map_err(internal)?;
+                Ok::<_, SqlError>(Arc::new(provider) as Arc<dyn SchemaProvider>)
+            })
+            .await
+            .map_err(sql_error)?;
+        Ok(Caller {
             token: &who.name,
             via: "pg",
             province: who.province.as_deref(),
-            admin: who.role == Role::Admin,
-            hook: Some(self.hook.as_ref()),
-        }
+            admin,
+            hook: Some(self.hooks[usize::from(admin)].as_ref()),
+        })
     }
 }
 
@@ -387,7 +431,7 @@ impl QueryParser for PgParser {
             return Ok(None);
         };
         let described = match &action {
-            Action::Run(sql) => Some(self.engine.describe(&self.caller(&who), sql).await.map_err(sql_error)?),
+            Action::Run(sql) => Some(self.engine.describe(&self.caller(&who).await?, sql).await.map_err(sql_error)?),
             _ => None,
         };
         Ok(Some(Prepared { action, described }))
@@ -435,7 +479,7 @@ impl PgService {
             Action::Show(name, value) => show_response(&name, &value),
             Action::Run(sql) => {
                 let engine = &self.parser.engine;
-                let out = engine.run(&self.parser.caller(who), &sql).await.map_err(sql_error)?;
+                let out = engine.run(&self.parser.caller(who).await?, &sql).await.map_err(sql_error)?;
                 if out.truncated {
                     notice_truncated(client, engine.limits().max_rows).await?;
                 }
@@ -491,7 +535,8 @@ impl ExtendedQueryHandler for PgService {
         let types: Vec<Option<&DataType>> = described.params.iter().map(Option::as_ref).collect();
         let params = arrow_pg::datatypes::df::deserialize_parameters(portal, &types)?;
         let engine = &self.parser.engine;
-        let out = engine.run_with_params(&self.parser.caller(&who), sql, Some(params)).await.map_err(sql_error)?;
+        let out =
+            engine.run_with_params(&self.parser.caller(&who).await?, sql, Some(params)).await.map_err(sql_error)?;
         if out.truncated {
             notice_truncated(client, engine.limits().max_rows).await?;
         }

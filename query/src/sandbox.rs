@@ -279,6 +279,14 @@ impl SqlEngine {
         Ok(QueryOutput { schema, batches, rows, truncated, elapsed: started.elapsed() })
     }
 
+    /// A session as `caller` would get it over the current snapshot, to read its
+    /// catalog (table names and schemas); queries go through [`SqlEngine::run`].
+    pub async fn session_for(&self, caller: &Caller<'_>) -> Result<SessionContext, SqlError> {
+        let runtime = self.runtime(None)?;
+        let snap = self.store.snapshot();
+        self.session(caller, &snap, runtime).await
+    }
+
     async fn session(
         &self,
         caller: &Caller<'_>,
