@@ -407,8 +407,8 @@ mod tests {
     const WORDS: &[&str] =
         &["01", "", "exactly12byt", "dossier.received", "dossier.resolved", "Thành phố Hà Nội", "Tỉnh Cao Bằng", "x"];
 
-    /// Two partitions of several batches; `k` has nulls and every kind of value.
-    fn table(rows_per_batch: usize) -> Arc<MemTable> {
+    /// Partitions of several batches; `k` has nulls and every kind of value.
+    fn table(rows_per_batch: usize, n_partitions: usize) -> Arc<MemTable> {
         let schema = Arc::new(Schema::new(vec![
             Field::new("k", DataType::Utf8View, true),
             Field::new("v", DataType::Int64, true),
@@ -420,7 +420,7 @@ mod tests {
             (seed >> 33) as usize
         };
         let mut partitions = Vec::new();
-        for _ in 0..2 {
+        for _ in 0..n_partitions {
             let mut batches = Vec::new();
             for _ in 0..4 {
                 let k: StringViewArray =
@@ -437,12 +437,16 @@ mod tests {
     }
 
     fn session(with_rule: bool, memory: Option<usize>) -> SessionContext {
+        session_of(with_rule, memory, 2)
+    }
+
+    fn session_of(with_rule: bool, memory: Option<usize>, partitions: usize) -> SessionContext {
         let mut runtime = RuntimeEnvBuilder::new();
         if let Some(bytes) = memory {
             runtime = runtime.with_memory_limit(bytes, 1.0);
         }
         let mut state = SessionStateBuilder::new()
-            .with_config(SessionConfig::new().with_target_partitions(2).with_batch_size(64))
+            .with_config(SessionConfig::new().with_target_partitions(partitions).with_batch_size(64))
             .with_runtime_env(runtime.build_arc().unwrap())
             .with_default_features();
         if with_rule {
@@ -462,7 +466,7 @@ mod tests {
 
     #[tokio::test]
     async fn answers_as_datafusion_does() {
-        let t = table(300);
+        let t = table(300, 2);
         let (ours, stock) = (session(true, None), session(false, None));
         for ctx in [&ours, &stock] {
             ctx.register_table("t", t.clone()).unwrap();
@@ -487,6 +491,16 @@ mod tests {
             "SELECT k, f, count(*) FROM t GROUP BY k, f ORDER BY k, f",
         ] {
             assert!(!plan(&ours, sql).await.contains("ViewGroupAggregateExec"), "rule skips: {sql}");
+            assert_eq!(run(&ours, sql).await, run(&stock, sql).await, "{sql}");
+        }
+        // One partition: single mode, where the operator emits final values, not states.
+        let (ours, stock) = (session_of(true, None, 1), session_of(false, None, 1));
+        let one = table(300, 1);
+        for ctx in [&ours, &stock] {
+            ctx.register_table("t", one.clone()).unwrap();
+        }
+        for sql in &queries[..3] {
+            assert!(plan(&ours, sql).await.contains("ViewGroupAggregateExec: mode=Single"), "{sql}");
             assert_eq!(run(&ours, sql).await, run(&stock, sql).await, "{sql}");
         }
     }
