@@ -277,3 +277,38 @@ async fn a_province_scoped_token_sees_only_its_province_everywhere() {
     let (_, v) = scoped_sql(&admin, "EXPLAIN SELECT event_id FROM dossier_events").await;
     assert!(v.to_string().contains("province_code = Utf8View(\\\"01\\\")"), "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_request_stops_the_running_statement() {
+    let (_dir, server) = start().await;
+    let client = pg_client(&server, "analyst", "analyst-token-0001").await.unwrap();
+    let cancel = client.cancel_token();
+    // Runs until the 3 s time limit unless cancelled.
+    let endless = "WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM t) SELECT count(*) FROM t";
+    let running = tokio::spawn(async move {
+        let result = client.simple_query(endless).await.map(|_| ());
+        (client, result)
+    });
+    // A cancel before the statement starts would find nothing to stop.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    cancel.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let (client, result) = running.await.unwrap();
+    let err = result.unwrap_err();
+    let db = err.as_db_error().unwrap_or_else(|| panic!("{err:?}"));
+    assert_eq!(db.code(), &tokio_postgres::error::SqlState::QUERY_CANCELED, "{db:?}");
+    assert_eq!(db.message(), "canceling statement due to user request");
+    // The connection goes on, and the statement was audited as cancelled.
+    let rows = client.simple_query("SELECT 1").await.unwrap();
+    assert!(matches!(
+        &rows[..],
+        [tokio_postgres::SimpleQueryMessage::RowDescription(_), tokio_postgres::SimpleQueryMessage::Row(_), ..]
+    ));
+    let audit = psql(
+        &server,
+        "admin",
+        "admin-token-00001",
+        "SELECT sql FROM audit_log WHERE via = 'pg' AND outcome = 'query_cancelled'",
+    )
+    .unwrap();
+    assert!(audit.len() == 1 && audit[0].contains("RECURSIVE"), "{audit:?}");
+}

@@ -13,6 +13,10 @@
 //!   on connect come from `datafusion-pg-catalog`; the session settings drivers send
 //!   (`SET extra_float_digits`, `SET application_name`, `BEGIN`, ...) are accepted and
 //!   have no effect, and the `SHOW`s they ask are answered.
+//! - **Cancel requests work** (psql's Ctrl+C, DBeaver's stop button): each connection
+//!   is registered with a random secret, sent in BackendKeyData; pgwire drops the
+//!   running statement on a matching cancel request, which stops its execution, and
+//!   the engine audits it as cancelled.
 //! - **Catalog oids are stable.** `datafusion-pg-catalog` numbers tables as its
 //!   provider first lists them. Sessions are built per statement, so a provider per
 //!   session numbered them afresh each time, and differently in `pg_class` and
@@ -43,12 +47,16 @@ use pgwire::api::auth::{
     DefaultServerParameterProvider, LoginInfo, StartupHandler, finish_authentication, protocol_negotiation,
     save_startup_parameters_to_metadata,
 };
+use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
-use pgwire::api::{ClientInfo, ClientPortalStore, PgWireConnectionState, PgWireServerHandlers, Type};
+use pgwire::api::{
+    ClientInfo, ClientPortalStore, ConnectionGuard, ConnectionHandle, ConnectionManager, PgWireConnectionState,
+    PgWireServerHandlers, PidSecretKeyGenerator, RandomPidSecretKeyGenerator, Type,
+};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::startup::Authentication;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
@@ -109,6 +117,7 @@ pub async fn serve(listener: TcpListener, handlers: Arc<PgHandlers>, mut shutdow
 pub struct PgHandlers {
     startup: Arc<TokenStartup>,
     service: Arc<PgService>,
+    connections: Arc<ConnectionManager>,
 }
 
 impl PgHandlers {
@@ -128,8 +137,15 @@ impl PgHandlers {
         let mut params = DefaultServerParameterProvider::default();
         params.default_transaction_read_only = true;
         params.is_superuser = false;
+        let connections = Arc::new(ConnectionManager::new());
         Self {
-            startup: Arc::new(TokenStartup { tokens, params }),
+            startup: Arc::new(TokenStartup {
+                tokens,
+                params,
+                keys: RandomPidSecretKeyGenerator::default(),
+                connections: connections.clone(),
+            }),
+            connections,
             service: Arc::new(PgService {
                 parser: Arc::new(PgParser { engine, catalogs, hooks, sql: PostgresCompatibilityParser::new() }),
             }),
@@ -149,6 +165,10 @@ impl PgWireServerHandlers for PgHandlers {
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
         self.startup.clone()
     }
+
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        Arc::new(DefaultCancelHandler::new(self.connections.clone()))
+    }
 }
 
 /// Registers the PostgreSQL catalog (`pg_catalog.*`, `current_schema()`, ...) that
@@ -161,6 +181,10 @@ fn pg_catalog(ctx: &SessionContext) -> Result<(), DataFusionError> {
 struct TokenStartup {
     tokens: Arc<Vec<Token>>,
     params: DefaultServerParameterProvider,
+    /// Each connection's process id and secret (sent as BackendKeyData), by which a
+    /// client's cancel request, on a connection of its own, names the statement.
+    keys: RandomPidSecretKeyGenerator,
+    connections: Arc<ConnectionManager>,
 }
 
 impl TokenStartup {
@@ -193,6 +217,11 @@ impl TokenStartup {
         meta.insert(KEY_ROLE.into(), who.role.as_str().into());
         meta.insert(KEY_PROVINCE.into(), who.province.clone().unwrap_or_default());
         info!(token = who.name, "PostgreSQL client authenticated");
+        let (pid, secret) = self.keys.generate(client);
+        client.set_pid_and_secret_key(pid, secret.clone());
+        let (handle, guard) = self.connections.register(pid, secret);
+        client.session_extensions().insert::<Arc<ConnectionHandle>>(handle);
+        client.session_extensions().insert::<ConnectionGuard>(guard);
         finish_authentication(client, &self.params).await
     }
 }
@@ -312,7 +341,7 @@ fn sql_error(e: SqlError) -> PgWireError {
     let code = match &e {
         SqlError::NotReadOnly(_) => "25006",
         SqlError::Invalid(_) => "42000",
-        SqlError::Timeout(_) => "57014",
+        SqlError::Timeout(_) | SqlError::Cancelled => "57014",
         SqlError::Memory { .. } => "53200",
         SqlError::CrossJoin { .. } => "54000",
         SqlError::Busy => "53300",
@@ -576,6 +605,8 @@ mod tests {
         let startup = TokenStartup {
             tokens: Arc::new(parse_tokens("viewer:viewer-token-1,analyst@01:analyst-token-1").unwrap()),
             params: DefaultServerParameterProvider::default(),
+            keys: RandomPidSecretKeyGenerator::default(),
+            connections: Arc::new(ConnectionManager::new()),
         };
         let who = startup.check("analyst", "analyst-token-1").unwrap();
         assert_eq!((who.name.as_str(), who.province.as_deref()), ("analyst-2", Some("01")));

@@ -84,6 +84,8 @@ pub enum SqlError {
     CrossJoin { estimated: u64, limit: u64 },
     #[error("too many queries are running; try again shortly")]
     Busy,
+    #[error("the query was cancelled: the client cancelled it or went away")]
+    Cancelled,
     #[error("internal error while running the query: {0}")]
     Internal(String),
 }
@@ -98,7 +100,25 @@ impl SqlError {
             SqlError::Memory { .. } => "query_memory_limit",
             SqlError::CrossJoin { .. } => "cross_join_limit",
             SqlError::Busy => "too_many_queries",
+            SqlError::Cancelled => "query_cancelled",
             SqlError::Internal(_) => "internal",
+        }
+    }
+}
+
+/// Audits a statement whose run was dropped before it finished.
+struct Unfinished<'a> {
+    engine: &'a SqlEngine,
+    caller: &'a Caller<'a>,
+    sql: &'a str,
+    started: Instant,
+    finished: bool,
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.engine.record(self.caller, self.sql, self.started, Err(&SqlError::Cancelled));
         }
     }
 }
@@ -210,8 +230,12 @@ impl SqlEngine {
         sql: &str,
         params: Option<ParamValues>,
     ) -> Result<QueryOutput, SqlError> {
-        let started = Instant::now();
+        // Dropped before the end (a pg cancel request, a client gone), the statement
+        // is audited as cancelled.
+        let mut unfinished = Unfinished { engine: self, caller, sql, started: Instant::now(), finished: false };
         let result = self.execute(caller, sql, params).await;
+        unfinished.finished = true;
+        let started = unfinished.started;
         self.record(caller, sql, started, result.as_ref().map(|o| (o.rows, o.truncated)));
         result
     }
