@@ -70,31 +70,46 @@ enum Entry {
 #[derive(Debug, Clone, Default)]
 struct DueIndex {
     cursor: i64,
-    overdue: HashMap<ScopeKey, u64>,
-    pending: BTreeMap<i64, HashMap<ScopeKey, u64>>,
+    /// Overdue dossiers by province symbol ([`NONE`]: no province).
+    overdue: HashMap<u32, u64, IdHashBuilder>,
+    /// The others by due time, then province symbol (usually one or two per time).
+    pending: BTreeMap<i64, Vec<(u32, u64)>>,
 }
 
 impl DueIndex {
-    fn add(&mut self, due: i64, province: ScopeKey, n: i64) {
-        let slot = if due < self.cursor {
-            self.overdue.entry(province).or_default()
-        } else {
-            self.pending.entry(due).or_default().entry(province).or_default()
-        };
-        *slot = slot.checked_add_signed(n).expect("open-dossier counts stay non-negative");
-        if due >= self.cursor {
-            let at = self.pending.get_mut(&due).expect("just touched");
-            at.retain(|_, n| *n > 0);
-            if at.is_empty() {
-                self.pending.remove(&due);
+    fn add(&mut self, due: i64, province: u32, n: i64) {
+        let add = |count: u64| count.checked_add_signed(n).expect("open-dossier counts stay non-negative");
+        if due < self.cursor {
+            let count = add(self.overdue.get(&province).copied().unwrap_or(0));
+            if count == 0 {
+                self.overdue.remove(&province);
+            } else {
+                self.overdue.insert(province, count);
             }
-        } else {
-            self.overdue.retain(|_, n| *n > 0);
+            return;
+        }
+        let at = self.pending.entry(due).or_default();
+        match at.iter().position(|(p, _)| *p == province) {
+            Some(i) => {
+                at[i].1 = add(at[i].1);
+                if at[i].1 == 0 {
+                    at.swap_remove(i);
+                }
+            }
+            None => {
+                let count = add(0);
+                if count > 0 {
+                    at.push((province, count));
+                }
+            }
+        }
+        if at.is_empty() {
+            self.pending.remove(&due);
         }
     }
 
-    /// Overdue counts by province at `now`; `None` if `now` is before the cursor.
-    fn at(&mut self, now_us: i64) -> Option<&HashMap<ScopeKey, u64>> {
+    /// Overdue counts by province symbol at `now`; `None` if `now` is before the cursor.
+    fn at(&mut self, now_us: i64) -> Option<&HashMap<u32, u64, IdHashBuilder>> {
         if now_us < self.cursor {
             return None;
         }
@@ -126,11 +141,10 @@ impl OpenDossiers {
             return;
         }
         let dims = dims.map(|v| self.symbols.intern(v));
-        let province = self.symbols.get(dims[Dim::ProvinceCode.index()]);
         if let Some(Entry::Open { due, dims: old }) = self.by_id.insert(key, Entry::Open { due: due_at_us, dims }) {
-            self.due.add(due, self.symbols.get(old[Dim::ProvinceCode.index()]), -1);
+            self.due.add(due, old[Dim::ProvinceCode.index()], -1);
         }
-        self.due.add(due_at_us, province, 1);
+        self.due.add(due_at_us, dims[Dim::ProvinceCode.index()], 1);
     }
 
     /// A resolution or closure.
@@ -138,7 +152,7 @@ impl OpenDossiers {
         let key = id_hash(dossier_id);
         match self.by_id.get(&key) {
             Some(Entry::Open { due, dims }) => {
-                let (due, province) = (*due, self.symbols.get(dims[Dim::ProvinceCode.index()]));
+                let (due, province) = (*due, dims[Dim::ProvinceCode.index()]);
                 self.by_id.remove(&key);
                 self.due.add(due, province, -1);
             }
@@ -154,7 +168,7 @@ impl OpenDossiers {
     /// `now` is earlier than a previous call's.
     pub fn overdue_by_province(&mut self, now: DateTime<Utc>) -> HashMap<ScopeKey, u64> {
         if let Some(counts) = self.due.at(now.timestamp_micros()) {
-            return counts.clone();
+            return counts.iter().map(|(&p, &n)| (self.symbols.get(p), n)).collect();
         }
         self.overdue(now, &DimFilter::default(), &[Dim::ProvinceCode])
             .into_iter()
