@@ -148,12 +148,14 @@ fn view_eq(array: &StringViewArray, value: &str) -> BooleanBuffer {
     let views = array.views();
     let length = value.len();
     if length <= 12 {
-        // A short value is its view: length, bytes, zero padding (Arrow validates it).
+        // A short value is its view: length and bytes; the padding is masked off, as in
+        // `view_groups` (Arrow validates it is zero, but arrays built unchecked are not).
         let mut bytes = [0u8; 16];
         bytes[..4].copy_from_slice(&(length as u32).to_le_bytes());
         bytes[4..4 + length].copy_from_slice(value.as_bytes());
         let target = u128::from_le_bytes(bytes);
-        return BooleanBuffer::collect_bool(views.len(), |i| views[i] == target);
+        let mask = crate::view_groups::short_mask(length as u32);
+        return BooleanBuffer::collect_bool(views.len(), |i| views[i] & mask == target);
     }
     // A long view holds length, prefix, buffer and offset: equal length and prefix, then
     // the bytes, remembered per (buffer, offset) for this array.

@@ -385,7 +385,7 @@ fn slot_of(key: u128, bits: u32) -> usize {
 /// Keeps a short view's length and its `length` bytes, dropping the padding. Arrow
 /// requires zero padding and validates it, but arrays built unchecked are not; a stray
 /// byte there must not split a group.
-fn short_mask(length: u32) -> u128 {
+pub(crate) fn short_mask(length: u32) -> u128 {
     match length {
         12 => u128::MAX,
         n => (1u128 << (32 + 8 * n)) - 1,
