@@ -285,14 +285,20 @@ async fn a_cancel_request_stops_the_running_statement() {
     let cancel = client.cancel_token();
     // Runs until the 3 s time limit unless cancelled.
     let endless = "WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM t) SELECT count(*) FROM t";
-    let running = tokio::spawn(async move {
+    let mut running = tokio::spawn(async move {
         let result = client.simple_query(endless).await.map(|_| ());
         (client, result)
     });
-    // A cancel before the statement starts would find nothing to stop.
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    cancel.cancel_query(tokio_postgres::NoTls).await.unwrap();
-    let (client, result) = running.await.unwrap();
+    // A cancel that arrives before the statement starts finds nothing to stop, so one
+    // is sent every 200 ms until the statement ends (well before its time limit).
+    let (client, result) = loop {
+        tokio::select! {
+            done = &mut running => break done.unwrap(),
+            () = tokio::time::sleep(std::time::Duration::from_millis(200)) => {
+                cancel.cancel_query(tokio_postgres::NoTls).await.unwrap();
+            }
+        }
+    };
     let err = result.unwrap_err();
     let db = err.as_db_error().unwrap_or_else(|| panic!("{err:?}"));
     assert_eq!(db.code(), &tokio_postgres::error::SqlState::QUERY_CANCELED, "{db:?}");
