@@ -5,10 +5,10 @@
 //! 10^12 distinct ids collide with probability about 10^-15.
 //!
 //! Maps keyed by these hashes use [`IdHashBuilder`], foldhash (hashbrown's default),
-//! not std's SipHash, which showed among the top costs of start-up. The ids come from outside, and xxh3
-//! has no key, so the map hash must not simply be the id hash's low bits: a source
-//! could then choose ids that all land in one bucket chain. foldhash seeds every map
-//! at random.
+//! not std's SipHash, which showed among the top costs of start-up. The ids come from
+//! outside, and xxh3 has no key, so the map hash must not simply be the id hash's low
+//! bits: a source could then choose ids that all land in one bucket chain. foldhash
+//! seeds every map at random.
 
 use xxhash_rust::xxh3::xxh3_128;
 

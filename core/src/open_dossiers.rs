@@ -71,7 +71,7 @@ enum Entry {
 struct DueIndex {
     cursor: i64,
     /// Overdue dossiers by province symbol ([`NONE`]: no province).
-    overdue: HashMap<u32, u64, IdHashBuilder>,
+    overdue: HashMap<u32, u64, foldhash::fast::RandomState>,
     /// The others by due time, then province symbol (usually one or two per time).
     pending: BTreeMap<i64, Vec<(u32, u64)>>,
 }
@@ -109,7 +109,7 @@ impl DueIndex {
     }
 
     /// Overdue counts by province symbol at `now`; `None` if `now` is before the cursor.
-    fn at(&mut self, now_us: i64) -> Option<&HashMap<u32, u64, IdHashBuilder>> {
+    fn at(&mut self, now_us: i64) -> Option<&HashMap<u32, u64, foldhash::fast::RandomState>> {
         if now_us < self.cursor {
             return None;
         }

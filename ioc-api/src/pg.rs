@@ -28,8 +28,6 @@
 use std::fmt::Debug;
 use std::sync::Arc;
 
-use tokio::sync::OnceCell;
-
 use arrow::array::RecordBatch;
 use arrow::datatypes::DataType;
 use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type};
@@ -61,6 +59,7 @@ use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::startup::Authentication;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::net::TcpListener;
+use tokio::sync::OnceCell;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
