@@ -1,8 +1,9 @@
-//! Bytes to a validated event: the JSON pass, then validation.
+//! Bytes to a validated event: one JSON pass into the wire shape, then validation.
 
 use chrono::{DateTime, Utc};
+use serde::Deserialize;
 
-use super::error::{RejectKind, ValidationError};
+use super::error::ValidationError;
 use super::model::Event;
 use super::raw::Raw;
 use super::validate::validate;
@@ -18,58 +19,9 @@ pub fn decode_event(bytes: &[u8], units: &AdminUnits, now: DateTime<Utc>) -> Res
     if !trimmed.starts_with('{') {
         return Err(ValidationError::malformed("an event must be a JSON object"));
     }
+    // The pass types nothing (raw.rs), so its only errors are JSON syntax errors.
     let mut de = serde_json::Deserializer::from_str(text);
-    let raw: Raw<'_> = serde_path_to_error::deserialize(&mut de).map_err(json_error)?;
+    let raw = Raw::deserialize(&mut de).map_err(|e| ValidationError::malformed(format!("invalid JSON: {e}")))?;
     de.end().map_err(|e| ValidationError::malformed(format!("invalid JSON: {e}")))?;
-    validate(raw, units, now)
+    validate(&raw, units, now)
 }
-
-fn json_error(e: serde_path_to_error::Error<serde_json::Error>) -> ValidationError {
-    let path = e.path().to_string();
-    let inner = e.into_inner();
-    if !inner.is_data() {
-        return ValidationError::malformed(format!("invalid JSON: {inner}"));
-    }
-    // Name the field as the other rules do, when it is one of ours.
-    let field = FIELD_NAMES.iter().copied().find(|f| *f == path);
-    let message = match field {
-        Some(_) => inner.to_string(),
-        None => format!("invalid JSON at `{path}`: {inner}"),
-    };
-    ValidationError::new(RejectKind::Invalid, field, message)
-}
-
-/// Every field the decoder reads, for naming the field in type errors.
-const FIELD_NAMES: &[&str] = &[
-    "event_id",
-    "type",
-    "occurred_at",
-    "source",
-    "agency_code",
-    "level",
-    "province_code",
-    "commune_code",
-    "dossier_id",
-    "procedure_code",
-    "channel",
-    "service_level",
-    "due_at",
-    "digitized",
-    "reused_data",
-    "authenticated",
-    "result_electronic",
-    "reason",
-    "amount_vnd",
-    "online",
-    "satisfied",
-    "document_id",
-    "receiver_agency_code",
-    "electronic",
-    "signed",
-    "secret",
-    "record_id",
-    "inspection_id",
-    "digital",
-    "report_id",
-    "via_system",
-];

@@ -134,19 +134,10 @@ fn commune_code_must_exist_and_belong_to_the_province() {
     assert!(e.to_string().contains("belongs to province `01`"), "{e}");
 }
 
-#[test]
-fn every_type_requires_its_fields() {
-    let envelope = without(without(received(), "commune_code"), "dossier_id");
-    let base: serde_json::Map<String, Value> = envelope
-        .as_object()
-        .unwrap()
-        .iter()
-        .filter(|(k, _)| {
-            ["event_id", "occurred_at", "source", "agency_code", "level", "province_code"].contains(&k.as_str())
-        })
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let cases: Vec<(&str, Value)> = vec![
+/// A valid event of each type: the envelope (central level is not used, so that
+/// `province_code` is there) plus the type's own fields, as the contract lists them.
+pub(super) fn type_cases() -> Vec<(&'static str, Value)> {
+    vec![
         (
             "dossier.received",
             json!({"dossier_id": "D", "procedure_code": "1.1", "channel": "post",
@@ -169,12 +160,66 @@ fn every_type_requires_its_fields() {
         ("work_record.closed", json!({"record_id": "R", "online": true, "secret": false})),
         ("inspection.completed", json!({"inspection_id": "I", "digital": true})),
         ("report.submitted", json!({"report_id": "B", "via_system": false})),
-    ];
-    for (ty, fields) in cases {
-        let mut full = base.clone();
-        full.insert("type".into(), json!(ty));
-        full.extend(fields.as_object().unwrap().clone());
-        let full = Value::Object(full);
+    ]
+}
+
+/// The envelope fields.
+pub(super) const ENVELOPE: [&str; 8] =
+    ["event_id", "type", "occurred_at", "source", "agency_code", "level", "province_code", "commune_code"];
+
+/// A valid event of type `ty` with `fields`, on the envelope of [`received`].
+pub(super) fn event_of(ty: &str, fields: &Value) -> Value {
+    let mut full: serde_json::Map<String, Value> = received()
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| ENVELOPE.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    full.insert("type".into(), json!(ty));
+    full.extend(fields.as_object().unwrap().clone());
+    Value::Object(full)
+}
+
+/// The JSON text of `event` with `"key": value_text` in place of any `key` it has, as its
+/// first member, so before `type` in the order the decoder reads.
+fn with_raw(event: &Value, key: &str, value_text: &str) -> String {
+    prepend(&without(event.clone(), key), key, value_text)
+}
+
+/// The JSON text of `event` with `"key": value_text` before its members, even if it has
+/// `key` already.
+fn prepend(event: &Value, key: &str, value_text: &str) -> String {
+    let text = event.to_string();
+    format!("{{{}:{value_text},{}", json!(key), &text[1..])
+}
+
+/// Values of every JSON type, as text: numbers of every shape (one beyond f64), strings
+/// with escapes (one a lone surrogate, which no string field accepts), nested arrays and
+/// objects.
+const ANY_JSON: &[&str] = &[
+    "5",
+    "-1.5e3",
+    "1e400",
+    "123456789012345678901234567890",
+    "\"x\"",
+    "\"\\u00e9\\n\"",
+    "\"\\ud800\"",
+    "\"\"",
+    "true",
+    "false",
+    "null",
+    "[]",
+    "[1, \"a\", [true, {\"b\": null}]]",
+    "{}",
+    "{\"a\": {\"b\": [1, 2, {\"c\": \"d\"}]}}",
+];
+
+#[test]
+fn every_type_requires_its_fields() {
+    for (ty, fields) in type_cases() {
+        let full = event_of(ty, &fields);
+        let full = without(full, "commune_code");
         let e = decode(&full).unwrap_or_else(|e| panic!("{ty}: {e}"));
         assert_eq!(e.event_type().as_str(), ty);
         for key in fields.as_object().unwrap().keys() {
@@ -191,6 +236,115 @@ fn every_type_requires_its_fields() {
                 "{ty} with a wrong {key}"
             );
         }
+    }
+}
+
+#[test]
+fn fields_of_other_types_are_ignored_whatever_their_json_type() {
+    let cases = type_cases();
+    let all_fields: Vec<String> = cases.iter().flat_map(|(_, f)| f.as_object().unwrap().keys().cloned()).collect();
+    for (ty, fields) in &cases {
+        let full = event_of(ty, fields);
+        let expected = decode(&full).unwrap_or_else(|e| panic!("{ty}: {e}"));
+        let own = fields.as_object().unwrap();
+        let others: Vec<&String> = all_fields.iter().filter(|f| !own.contains_key(*f)).collect();
+        assert!(others.len() >= 15, "{ty}: {others:?}");
+        for key in &others {
+            for value in ANY_JSON {
+                let text = with_raw(&full, key, value);
+                let got = decode_event(text.as_bytes(), units(), now());
+                assert_eq!(got.as_ref(), Ok(&expected), "{ty} with {key}: {value}");
+            }
+        }
+        // All of them at once, and after the type's own fields too.
+        let mut text = full.to_string();
+        for (i, key) in others.iter().enumerate() {
+            text.insert_str(text.len() - 1, &format!(",{}:{}", json!(key), ANY_JSON[i % ANY_JSON.len()]));
+        }
+        assert_eq!(decode_event(text.as_bytes(), units(), now()), Ok(expected), "{ty}: {text}");
+    }
+}
+
+#[test]
+fn own_fields_are_type_checked_against_every_other_json_type() {
+    // The JSON type a field takes, by the kind of its valid value in `type_cases`.
+    fn json_type(text: &str) -> &'static str {
+        match text.as_bytes()[0] {
+            b'"' => "string",
+            b't' | b'f' => "bool",
+            b'n' => "null",
+            b'[' => "array",
+            b'{' => "object",
+            _ if text.contains(['.', 'e', 'E']) => "float",
+            _ => "integer",
+        }
+    }
+    for (ty, fields) in type_cases() {
+        let full = event_of(ty, &fields);
+        for (key, valid) in fields.as_object().unwrap() {
+            let wanted = json_type(&valid.to_string());
+            for value in ANY_JSON {
+                let got = json_type(value);
+                if got == wanted || got == "null" {
+                    continue;
+                }
+                let e = decode_event(with_raw(&full, key, value).as_bytes(), units(), now())
+                    .expect_err(&format!("{ty}: {key} = {value}"));
+                assert_eq!(
+                    (e.kind, e.field.map(str::to_string)),
+                    (RejectKind::Invalid, Some(key.clone())),
+                    "{ty}: {key} = {value}: {e}"
+                );
+                assert!(e.to_string().starts_with(&format!("field `{key}`: ")), "{e}");
+            }
+            let e = decode_event(with_raw(&full, key, "null").as_bytes(), units(), now()).unwrap_err();
+            assert_eq!((e.kind, e.field.map(str::to_string)), (RejectKind::Missing, Some(key.clone())), "{ty}");
+            if wanted == "string" {
+                // The right JSON type, but not valid Unicode.
+                let e = decode_event(with_raw(&full, key, r#""D\ud800""#).as_bytes(), units(), now()).unwrap_err();
+                assert_eq!(e.field.map(str::to_string), Some(key.clone()), "{ty}: {e}");
+            }
+        }
+    }
+    // An integer, but beyond i64.
+    let paid = event_of("dossier.paid", &json!({"dossier_id": "D", "amount_vnd": 0, "online": true}));
+    let e = decode_event(with_raw(&paid, "amount_vnd", "123456789012345678901234567890").as_bytes(), units(), now())
+        .unwrap_err();
+    assert_eq!((e.kind, e.field), (RejectKind::Invalid, Some("amount_vnd")), "{e}");
+}
+
+#[test]
+fn envelope_fields_are_type_checked_for_every_type() {
+    for (ty, fields) in type_cases() {
+        let full = event_of(ty, &fields);
+        for key in ENVELOPE {
+            for value in ["5", "true", "[\"01\"]", "{\"a\": 1}"] {
+                let e = decode_event(with_raw(&full, key, value).as_bytes(), units(), now())
+                    .expect_err(&format!("{ty}: {key} = {value}"));
+                assert_eq!((e.kind, e.field), (RejectKind::Invalid, Some(key)), "{ty}: {key} = {value}: {e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_repeated_own_or_envelope_field_is_rejected_and_a_repeated_other_field_is_ignored() {
+    let report = event_of("report.submitted", &json!({"report_id": "B", "via_system": false}));
+    let expected = decode(&report).unwrap();
+    for key in ["report_id", "via_system", "event_id", "type", "level"] {
+        let value = report[key].to_string();
+        let e = decode_event(prepend(&report, key, &value).as_bytes(), units(), now())
+            .expect_err(&format!("repeated {key}"));
+        assert_eq!((e.kind, e.field), (RejectKind::Invalid, Some(key)), "{e}");
+        assert!(e.to_string().contains("more than once"), "{e}");
+    }
+    // `commune_code` is optional: a repeat is still ambiguous.
+    let e = decode_event(prepend(&report, "commune_code", "null").as_bytes(), units(), now()).unwrap_err();
+    assert_eq!((e.kind, e.field), (RejectKind::Invalid, Some("commune_code")), "{e}");
+    // Fields of other types, and unknown ones, are ignored, repeats included.
+    for key in ["channel", "dossier_id", "amount_vnd", "not_in_the_contract"] {
+        let twice = format!("{{{k}:1,{k}:\"x\",{}", &report.to_string()[1..], k = json!(key));
+        assert_eq!(decode_event(twice.as_bytes(), units(), now()), Ok(expected.clone()), "{twice}");
     }
 }
 

@@ -6,7 +6,7 @@ use chrono::{DateTime, Duration, Utc};
 
 use super::error::{RejectKind, ValidationError};
 use super::model::{Body, Event};
-use super::raw::Raw;
+use super::raw::{Field, Json, Raw};
 use super::types::{Channel, CloseReason, EventType, Level, ServiceLevel};
 use crate::admin::{AdminUnits, is_digits};
 
@@ -17,53 +17,64 @@ pub const MAX_FUTURE: Duration = Duration::minutes(5);
 /// (`dossier_id`, `procedure_code`, ...): generous, but it bounds memory.
 pub const MAX_ID_CHARS: usize = 256;
 
-fn required<'a>(v: Option<Cow<'a, str>>, field: &'static str) -> Result<Cow<'a, str>, ValidationError> {
-    v.ok_or_else(|| ValidationError::missing(field))
+/// A field that validation reads: present and not null.
+fn required<'a>(raw: &Raw<'a>, field: Field) -> Result<Json<'a>, ValidationError> {
+    raw.get(field)?.ok_or_else(|| ValidationError::missing(field.name()))
 }
 
-fn required_bool(v: Option<bool>, field: &'static str) -> Result<bool, ValidationError> {
-    v.ok_or_else(|| ValidationError::missing(field))
+fn string<'a>(raw: &Raw<'a>, field: Field) -> Result<Cow<'a, str>, ValidationError> {
+    required(raw, field)?.str()
 }
 
-fn id(v: Option<Cow<'_, str>>, field: &'static str) -> Result<String, ValidationError> {
-    let s = required(v, field)?;
+fn optional_string<'a>(raw: &Raw<'a>, field: Field) -> Result<Option<Cow<'a, str>>, ValidationError> {
+    raw.get(field)?.map(Json::str).transpose()
+}
+
+fn boolean(raw: &Raw<'_>, field: Field) -> Result<bool, ValidationError> {
+    required(raw, field)?.bool()
+}
+
+fn id(raw: &Raw<'_>, field: Field) -> Result<String, ValidationError> {
+    let s = string(raw, field)?;
     let n = s.chars().count();
     if n == 0 {
-        return Err(ValidationError::invalid(field, "must not be empty"));
+        return Err(ValidationError::invalid(field.name(), "must not be empty"));
     }
     if n > MAX_ID_CHARS {
-        return Err(ValidationError::invalid(field, format!("must be at most {MAX_ID_CHARS} characters")));
+        return Err(ValidationError::invalid(field.name(), format!("must be at most {MAX_ID_CHARS} characters")));
     }
     Ok(s.into_owned())
 }
 
-fn timestamp(v: Option<Cow<'_, str>>, field: &'static str) -> Result<DateTime<Utc>, ValidationError> {
-    let s = required(v, field)?;
+fn timestamp(raw: &Raw<'_>, field: Field) -> Result<DateTime<Utc>, ValidationError> {
+    let s = string(raw, field)?;
     DateTime::parse_from_rfc3339(&s)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| ValidationError::invalid(field, format!("`{s}` is not an RFC 3339 timestamp with offset")))
+        .map_err(|_| ValidationError::invalid(field.name(), format!("`{s}` is not an RFC 3339 timestamp with offset")))
 }
 
-fn one_of<T: Copy>(v: Option<Cow<'_, str>>, field: &'static str, options: &[(&str, T)]) -> Result<T, ValidationError> {
-    let s = required(v, field)?;
+fn one_of<T: Copy>(raw: &Raw<'_>, field: Field, options: &[(&str, T)]) -> Result<T, ValidationError> {
+    let s = string(raw, field)?;
     options.iter().find(|(name, _)| *name == s).map(|(_, t)| *t).ok_or_else(|| {
         let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
-        ValidationError::invalid(field, format!("`{s}` is not one of {}", names.join(", ")))
+        ValidationError::invalid(field.name(), format!("`{s}` is not one of {}", names.join(", ")))
     })
 }
 
-pub(super) fn validate(raw: Raw<'_>, units: &AdminUnits, now: DateTime<Utc>) -> Result<Event, ValidationError> {
+/// Validates the envelope and the fields of the event's own type: only those are
+/// typed. The fields of other types are never read.
+pub(super) fn validate(raw: &Raw<'_>, units: &AdminUnits, now: DateTime<Utc>) -> Result<Event, ValidationError> {
     // Envelope.
-    let event_id = required(raw.event_id, "event_id")?;
+    let event_id = string(raw, Field::EventId)?;
     let n = event_id.chars().count();
     if !(1..=128).contains(&n) {
         return Err(ValidationError::invalid("event_id", format!("must be 1 to 128 characters, got {n}")));
     }
-    let type_name = required(raw.event_type, "type")?;
+    let type_name = string(raw, Field::Type)?;
     let event_type = EventType::parse(&type_name).ok_or_else(|| {
         ValidationError::new(RejectKind::UnknownType, Some("type"), format!("`{type_name}` is not a known event type"))
     })?;
-    let occurred_at = timestamp(raw.occurred_at, "occurred_at")?;
+    let occurred_at = timestamp(raw, Field::OccurredAt)?;
     if occurred_at > now + MAX_FUTURE {
         return Err(ValidationError::new(
             RejectKind::Future,
@@ -71,12 +82,12 @@ pub(super) fn validate(raw: Raw<'_>, units: &AdminUnits, now: DateTime<Utc>) -> 
             format!("{} is more than 5 minutes in the future", occurred_at.to_rfc3339()),
         ));
     }
-    let source = required(raw.source, "source")?;
+    let source = string(raw, Field::Source)?;
     let n = source.chars().count();
     if !(1..=64).contains(&n) {
         return Err(ValidationError::invalid("source", format!("must be 1 to 64 characters, got {n}")));
     }
-    let agency_code = required(raw.agency_code, "agency_code")?;
+    let agency_code = string(raw, Field::AgencyCode)?;
     if agency_code.is_empty()
         || agency_code.len() > 32
         || !agency_code.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
@@ -87,11 +98,11 @@ pub(super) fn validate(raw: Raw<'_>, units: &AdminUnits, now: DateTime<Utc>) -> 
         ));
     }
     let level = one_of(
-        raw.level,
-        "level",
+        raw,
+        Field::Level,
         &[("central", Level::Central), ("province", Level::Province), ("commune", Level::Commune)],
     )?;
-    let province_code = match raw.province_code {
+    let province_code = match optional_string(raw, Field::ProvinceCode)? {
         None if level == Level::Central => None,
         None => {
             return Err(ValidationError::new(
@@ -114,7 +125,7 @@ pub(super) fn validate(raw: Raw<'_>, units: &AdminUnits, now: DateTime<Utc>) -> 
             Some(p.into_owned())
         }
     };
-    let commune_code = match raw.commune_code {
+    let commune_code = match optional_string(raw, Field::CommuneCode)? {
         None => None,
         Some(c) => {
             if !is_digits(&c, 5) {
@@ -151,34 +162,34 @@ pub(super) fn validate(raw: Raw<'_>, units: &AdminUnits, now: DateTime<Utc>) -> 
     // Type-specific fields.
     let body = match event_type {
         EventType::DossierReceived => Body::DossierReceived {
-            dossier_id: id(raw.dossier_id, "dossier_id")?,
-            procedure_code: id(raw.procedure_code, "procedure_code")?,
+            dossier_id: id(raw, Field::DossierId)?,
+            procedure_code: id(raw, Field::ProcedureCode)?,
             channel: one_of(
-                raw.channel,
-                "channel",
+                raw,
+                Field::Channel,
                 &[("online", Channel::Online), ("in_person", Channel::InPerson), ("post", Channel::Post)],
             )?,
             service_level: one_of(
-                raw.service_level,
-                "service_level",
+                raw,
+                Field::ServiceLevel,
                 &[("full", ServiceLevel::Full), ("partial", ServiceLevel::Partial), ("none", ServiceLevel::None)],
             )?,
-            due_at: timestamp(raw.due_at, "due_at")?,
-            digitized: required_bool(raw.digitized, "digitized")?,
-            reused_data: required_bool(raw.reused_data, "reused_data")?,
-            authenticated: required_bool(raw.authenticated, "authenticated")?,
+            due_at: timestamp(raw, Field::DueAt)?,
+            digitized: boolean(raw, Field::Digitized)?,
+            reused_data: boolean(raw, Field::ReusedData)?,
+            authenticated: boolean(raw, Field::Authenticated)?,
         },
         EventType::DossierResolved => Body::DossierResolved {
-            dossier_id: id(raw.dossier_id, "dossier_id")?,
-            procedure_code: id(raw.procedure_code, "procedure_code")?,
-            due_at: timestamp(raw.due_at, "due_at")?,
-            result_electronic: required_bool(raw.result_electronic, "result_electronic")?,
+            dossier_id: id(raw, Field::DossierId)?,
+            procedure_code: id(raw, Field::ProcedureCode)?,
+            due_at: timestamp(raw, Field::DueAt)?,
+            result_electronic: boolean(raw, Field::ResultElectronic)?,
         },
         EventType::DossierClosed => Body::DossierClosed {
-            dossier_id: id(raw.dossier_id, "dossier_id")?,
+            dossier_id: id(raw, Field::DossierId)?,
             reason: one_of(
-                raw.reason,
-                "reason",
+                raw,
+                Field::Reason,
                 &[
                     ("refused", CloseReason::Refused),
                     ("withdrawn", CloseReason::Withdrawn),
@@ -187,37 +198,35 @@ pub(super) fn validate(raw: Raw<'_>, units: &AdminUnits, now: DateTime<Utc>) -> 
             )?,
         },
         EventType::DossierPaid => {
-            let dossier_id = id(raw.dossier_id, "dossier_id")?;
-            let amount_vnd = raw.amount_vnd.ok_or_else(|| ValidationError::missing("amount_vnd"))?;
+            let dossier_id = id(raw, Field::DossierId)?;
+            let amount_vnd = required(raw, Field::AmountVnd)?.int()?;
             if amount_vnd < 0 {
                 return Err(ValidationError::invalid("amount_vnd", format!("{amount_vnd} is negative")));
             }
-            Body::DossierPaid { dossier_id, amount_vnd, online: required_bool(raw.online, "online")? }
+            Body::DossierPaid { dossier_id, amount_vnd, online: boolean(raw, Field::Online)? }
         }
-        EventType::DossierRated => Body::DossierRated {
-            dossier_id: id(raw.dossier_id, "dossier_id")?,
-            satisfied: required_bool(raw.satisfied, "satisfied")?,
-        },
+        EventType::DossierRated => {
+            Body::DossierRated { dossier_id: id(raw, Field::DossierId)?, satisfied: boolean(raw, Field::Satisfied)? }
+        }
         EventType::DocumentSent => Body::DocumentSent {
-            document_id: id(raw.document_id, "document_id")?,
-            receiver_agency_code: id(raw.receiver_agency_code, "receiver_agency_code")?,
-            electronic: required_bool(raw.electronic, "electronic")?,
-            signed: required_bool(raw.signed, "signed")?,
-            secret: required_bool(raw.secret, "secret")?,
+            document_id: id(raw, Field::DocumentId)?,
+            receiver_agency_code: id(raw, Field::ReceiverAgencyCode)?,
+            electronic: boolean(raw, Field::Electronic)?,
+            signed: boolean(raw, Field::Signed)?,
+            secret: boolean(raw, Field::Secret)?,
         },
         EventType::WorkRecordClosed => Body::WorkRecordClosed {
-            record_id: id(raw.record_id, "record_id")?,
-            online: required_bool(raw.online, "online")?,
-            secret: required_bool(raw.secret, "secret")?,
+            record_id: id(raw, Field::RecordId)?,
+            online: boolean(raw, Field::Online)?,
+            secret: boolean(raw, Field::Secret)?,
         },
         EventType::InspectionCompleted => Body::InspectionCompleted {
-            inspection_id: id(raw.inspection_id, "inspection_id")?,
-            digital: required_bool(raw.digital, "digital")?,
+            inspection_id: id(raw, Field::InspectionId)?,
+            digital: boolean(raw, Field::Digital)?,
         },
-        EventType::ReportSubmitted => Body::ReportSubmitted {
-            report_id: id(raw.report_id, "report_id")?,
-            via_system: required_bool(raw.via_system, "via_system")?,
-        },
+        EventType::ReportSubmitted => {
+            Body::ReportSubmitted { report_id: id(raw, Field::ReportId)?, via_system: boolean(raw, Field::ViaSystem)? }
+        }
     };
 
     Ok(Event {
