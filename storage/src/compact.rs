@@ -22,7 +22,6 @@
 //! than a grace period, idempotently.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fs;
 use std::io;
 use std::time::Duration;
 
@@ -417,8 +416,8 @@ pub fn vacuum(store: &Store, grace: Duration, now: DateTime<Utc>) -> Result<Vacu
                 continue;
             }
             let path = store.root().join(rel);
-            let bytes = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            match fs::remove_file(&path) {
+            let bytes = store.fs().file_len(&path).unwrap_or(0);
+            match store.fs().remove_file(&path) {
                 Ok(()) => {
                     report.files_deleted += 1;
                     report.bytes_deleted += bytes;
@@ -443,6 +442,8 @@ pub fn vacuum(store: &Store, grace: Duration, now: DateTime<Utc>) -> Result<Vacu
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
     use crate::schema::{DEAD_LETTERS, DeadLetter, dead_letter_batch};
     use arrow::array::{AsArray, TimestampMicrosecondArray};

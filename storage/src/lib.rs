@@ -4,9 +4,11 @@
 //! - [`store`]: Parquet files made visible by an atomic, fsynced commit log that also
 //!   records source positions (Kafka offsets) in the same commit;
 //! - [`compact`]: compaction of small files, retention of old date partitions, and
-//!   the deferred deletion (vacuum) of removed files.
+//!   the deferred deletion (vacuum) of removed files;
+//! - [`fs`]: the file-system seam every write of the store goes through.
 
 pub mod compact;
+pub mod fs;
 pub mod schema;
 pub mod store;
 

@@ -3,7 +3,7 @@
 //! Layout under the data directory:
 //!
 //! ```text
-//! tables/<table>/<YYYY-MM-DD>/<version>-<writer>-<n>.parquet   data, by Vietnam date
+//! tables/<table>/<YYYY-MM-DD>/<writer>-<stage>-<n>.parquet     data, by Vietnam date
 //! _log/<version:020>.json                                      one commit per file
 //! ```
 //!
@@ -15,11 +15,14 @@
 //! see files named by a commit record, so a crash at any point leaves either the whole
 //! commit or none of it. A commit record also carries the source positions (e.g. Kafka
 //! offsets) that its data covers: data and positions become durable together.
+//!
+//! Every file operation goes through an [`Fs`] (see [`crate::fs`]).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use arrow::array::{Array, RecordBatch, TimestampMicrosecondArray, UInt32Array};
@@ -34,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
+use crate::fs::{Fs, StdFs, create_replacing};
 use crate::schema::{schema_of, time_column_of};
 
 #[derive(Debug, Error)]
@@ -202,12 +206,15 @@ pub struct CommitInfo {
 struct Inner {
     root: PathBuf,
     writer: String,
+    fs: Arc<dyn Fs>,
     snapshot: RwLock<Arc<Snapshot>>,
     /// Numbers this process's staged file sets; versions are kept apart by the log.
     commit_lock: Mutex<u64>,
     zstd_level: i32,
     /// Removal commits up to this version were fully vacuumed by this process.
     pub(crate) vacuumed_through: Mutex<Option<u64>>,
+    /// Numbers readiness probes, so that concurrent probes never share a file.
+    probes: AtomicU64,
 }
 
 /// A handle to the store; cheap to clone.
@@ -223,18 +230,30 @@ impl Store {
     /// Opens (creating if needed) the store at `root`. `writer` names this process in
     /// file names and commit records; use a distinct one per concurrent writer.
     pub fn open(root: impl Into<PathBuf>, writer: impl Into<String>) -> Result<Self, StorageError> {
+        Self::open_with_fs(root, writer, Arc::new(StdFs))
+    }
+
+    /// Like [`Store::open`], doing every file operation through `fs` (see
+    /// [`crate::fs`]): for tests that record operations or inject faults.
+    pub fn open_with_fs(
+        root: impl Into<PathBuf>,
+        writer: impl Into<String>,
+        fs: Arc<dyn Fs>,
+    ) -> Result<Self, StorageError> {
         let root = root.into();
         for dir in [root.join(LOG_DIR), root.join(TABLES_DIR)] {
-            fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+            fs.create_dir_all(&dir).map_err(io_err(&dir))?;
         }
         let store = Store {
             inner: Arc::new(Inner {
                 root,
                 writer: writer.into(),
+                fs,
                 snapshot: RwLock::new(Arc::new(Snapshot::default())),
                 commit_lock: Mutex::new(0),
                 zstd_level: 1,
                 vacuumed_through: Mutex::new(None),
+                probes: AtomicU64::new(0),
             }),
         };
         // The first read lists the whole log, so that a missing record is reported.
@@ -260,6 +279,11 @@ impl Store {
 
     pub fn root(&self) -> &Path {
         &self.inner.root
+    }
+
+    /// The file operations of this store.
+    pub(crate) fn fs(&self) -> &dyn Fs {
+        &*self.inner.fs
     }
 
     pub fn writer(&self) -> &str {
@@ -301,7 +325,7 @@ impl Store {
         let mut out = Vec::new();
         for v in after.map_or(0, |v| v + 1).. {
             let path = dir.join(log_name(v));
-            let text = match fs::read(&path) {
+            let text = match self.inner.fs.read(&path) {
                 Ok(t) => t,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => break,
                 Err(e) => return Err(StorageError::Io { path, source: e }),
@@ -314,10 +338,8 @@ impl Store {
     fn read_log_from(&self, from: u64) -> Result<Vec<Commit>, StorageError> {
         let dir = self.inner.root.join(LOG_DIR);
         let mut versions: Vec<u64> = Vec::new();
-        for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
-            let entry = entry.map_err(io_err(&dir))?;
-            let name = entry.file_name();
-            let Some(v) = name.to_str().and_then(|n| n.strip_suffix(".json")).and_then(|n| n.parse().ok()) else {
+        for entry in self.inner.fs.read_dir(&dir).map_err(io_err(&dir))? {
+            let Some(v) = entry.name.to_str().and_then(|n| n.strip_suffix(".json")).and_then(|n| n.parse().ok()) else {
                 continue;
             };
             if v >= from {
@@ -335,7 +357,7 @@ impl Store {
                 });
             }
             let path = dir.join(log_name(v));
-            let text = fs::read(&path).map_err(io_err(&path))?;
+            let text = self.inner.fs.read(&path).map_err(io_err(&path))?;
             out.push(parse_commit(&path, v, &text)?);
         }
         Ok(out)
@@ -384,6 +406,7 @@ impl Store {
         };
         let mut files = Vec::new();
         let mut dirs: Vec<PathBuf> = Vec::new();
+        let tables_dir = self.inner.root.join(TABLES_DIR);
         let mut n = 0;
         for (table, batch) in batches {
             if batch.num_rows() == 0 {
@@ -396,12 +419,12 @@ impl Store {
             for (day, part) in split_by_vn_day(batch, time_col)? {
                 n += 1;
                 let rel_dir = format!("{TABLES_DIR}/{table}/{day}");
-                let dir = self.inner.root.join(&rel_dir);
-                if !dir.exists() {
-                    fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-                    let table_dir = self.inner.root.join(TABLES_DIR).join(table);
-                    push_unique(&mut dirs, table_dir.clone());
-                    push_unique(&mut dirs, self.inner.root.join(TABLES_DIR));
+                let table_dir = tables_dir.join(table);
+                let dir = table_dir.join(day.to_string());
+                if !self.inner.fs.exists(&dir) {
+                    self.inner.fs.create_dir_all(&dir).map_err(io_err(&dir))?;
+                    push_unique(&mut dirs, table_dir);
+                    push_unique(&mut dirs, tables_dir.clone());
                 }
                 let rel = format!("{rel_dir}/{tag}-{n}.parquet");
                 let path = self.inner.root.join(&rel);
@@ -419,7 +442,7 @@ impl Store {
             }
         }
         for d in &dirs {
-            fsync_dir(d)?;
+            sync_dir(&*self.inner.fs, d)?;
         }
         Ok(Staged { tag, files })
     }
@@ -479,17 +502,18 @@ impl Store {
         let log_dir = self.inner.root.join(LOG_DIR);
         let tmp = log_dir.join(format!(".tmp-{}", staged.tag));
         let body = serde_json::to_vec(&commit).expect("commit serialises");
-        {
-            let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-            f.write_all(&body).map_err(io_err(&tmp))?;
-            f.sync_all().map_err(io_err(&tmp))?;
-        }
+        self.write_synced(&tmp, &body)?;
         let target = log_dir.join(log_name(version));
-        let linked = fs::hard_link(&tmp, &target);
-        let _ = fs::remove_file(&tmp);
+        let fs = &*self.inner.fs;
+        let linked = fs.hard_link(&tmp, &target);
+        // Best effort: a leftover temporary file is never read, and is replaced by
+        // the next attempt with the same name.
+        if let Err(e) = fs.remove_file(&tmp) {
+            debug!(path = %tmp.display(), error = %e, "could not remove a temporary commit record");
+        }
         match linked {
             Ok(()) => {
-                fsync_dir(&log_dir)?;
+                sync_dir(fs, &log_dir)?;
                 self.refresh()?;
                 debug!(version, files = staged.files.len(), "committed");
                 Ok(Publish::Committed(CommitInfo { version, files: staged.files.clone() }))
@@ -509,7 +533,7 @@ impl Store {
     pub fn discard(&self, staged: Staged) {
         for f in staged.files {
             let path = self.path_of(&f);
-            if let Err(e) = fs::remove_file(&path) {
+            if let Err(e) = self.inner.fs.remove_file(&path) {
                 warn!(path = %path.display(), error = %e, "could not remove a discarded data file");
             }
         }
@@ -526,13 +550,27 @@ impl Store {
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(self.inner.zstd_level).expect("valid level")))
             .set_created_by(concat!("ioc ", env!("CARGO_PKG_VERSION")).to_string())
             .build();
-        let file = OpenOptions::new().write(true).create_new(true).open(path).map_err(io_err(path))?;
+        let file = self.inner.fs.create_new(path).map_err(io_err(path))?;
         let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(pq)?;
         writer.write(&sorted).map_err(pq)?;
-        let file = writer.into_inner().map_err(pq)?;
+        let mut file = writer.into_inner().map_err(pq)?;
         file.sync_all().map_err(io_err(path))?;
-        let bytes = file.metadata().map_err(io_err(path))?.len();
+        let bytes = file.size().map_err(io_err(path))?;
         Ok((bytes, lo, hi))
+    }
+
+    /// Writes a small file in full and fsyncs it, replacing one left by an earlier
+    /// attempt; on failure, removes it (best effort).
+    fn write_synced(&self, path: &Path, body: &[u8]) -> Result<(), StorageError> {
+        let fs = &*self.inner.fs;
+        let mut f = create_replacing(fs, path).map_err(io_err(path))?;
+        let written = f.write_all(body).and_then(|()| f.sync_all());
+        drop(f);
+        if let Err(e) = written {
+            let _ = fs.remove_file(path);
+            return Err(StorageError::Io { path: path.to_path_buf(), source: e });
+        }
+        Ok(())
     }
 
     /// Absolute path of a data file.
@@ -554,11 +592,13 @@ impl Store {
         reader.collect::<Result<Vec<_>, _>>().map_err(StorageError::Arrow)
     }
 
-    /// Whether the store can take writes now (for readiness): creates and removes a file.
+    /// Whether the store can take writes now (for readiness): creates, fsyncs and
+    /// removes a file of its own, so concurrent probes never touch each other's.
     pub fn check_writable(&self) -> Result<(), StorageError> {
-        let probe = self.inner.root.join(LOG_DIR).join(format!(".probe-{}", self.inner.writer));
-        File::create(&probe).and_then(|f| f.sync_all()).map_err(io_err(&probe))?;
-        fs::remove_file(&probe).map_err(io_err(&probe))
+        let n = self.inner.probes.fetch_add(1, Ordering::Relaxed);
+        let probe = self.inner.root.join(LOG_DIR).join(format!(".probe-{}-{n}", self.inner.writer));
+        self.write_synced(&probe, b"")?;
+        self.inner.fs.remove_file(&probe).map_err(io_err(&probe))
     }
 
     /// Files under `tables/` that no commit names: left by a crash between writing data
@@ -574,19 +614,20 @@ impl Store {
             .chain(snap.removed.iter().flat_map(|(_, _, paths)| paths.iter().map(String::as_str)))
             .collect();
         let mut out = Vec::new();
+        let fs = &*self.inner.fs;
         let tables = self.inner.root.join(TABLES_DIR);
-        for table in fs::read_dir(&tables).map_err(io_err(&tables))? {
-            let table = table.map_err(io_err(&tables))?.path();
-            if !table.is_dir() {
+        for table in fs.read_dir(&tables).map_err(io_err(&tables))? {
+            if !table.is_dir {
                 continue;
             }
-            for day in fs::read_dir(&table).map_err(io_err(&table))? {
-                let day = day.map_err(io_err(&table))?.path();
-                if !day.is_dir() {
+            let table = tables.join(table.name);
+            for day in fs.read_dir(&table).map_err(io_err(&table))? {
+                if !day.is_dir {
                     continue;
                 }
-                for f in fs::read_dir(&day).map_err(io_err(&day))? {
-                    let p = f.map_err(io_err(&day))?.path();
+                let day = table.join(day.name);
+                for f in fs.read_dir(&day).map_err(io_err(&day))? {
+                    let p = day.join(f.name);
                     let rel = p.strip_prefix(&self.inner.root).unwrap_or(&p).to_string_lossy().replace('\\', "/");
                     if !live.contains(rel.as_str()) {
                         out.push(p);
@@ -623,8 +664,8 @@ fn log_name(version: u64) -> String {
     format!("{version:020}.json")
 }
 
-fn fsync_dir(dir: &Path) -> Result<(), StorageError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
+fn sync_dir(fs: &dyn Fs, dir: &Path) -> Result<(), StorageError> {
+    fs.sync_dir(dir).map_err(io_err(dir))
 }
 
 fn time_column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a TimestampMicrosecondArray, StorageError> {
@@ -651,6 +692,8 @@ fn split_by_vn_day(batch: &RecordBatch, time_col: &str) -> Result<Vec<(NaiveDate
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
     use crate::schema::{DEAD_LETTERS, DeadLetter, dead_letter_batch};
 
@@ -785,5 +828,27 @@ mod tests {
         fs::remove_file(dir.path().join(LOG_DIR).join(log_name(1))).unwrap();
         let err = Store::open(dir.path(), "w").err().unwrap().to_string();
         assert!(err.contains("00000000000000000001.json") && err.contains("missing"), "{err}");
+    }
+
+    #[test]
+    fn concurrent_readiness_probes_never_fail_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "w").unwrap();
+        let errors = Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..50 {
+                        if let Err(e) = store.check_writable() {
+                            errors.lock().unwrap().push(e.to_string());
+                        }
+                    }
+                });
+            }
+        });
+        let errors = errors.into_inner().unwrap();
+        assert!(errors.is_empty(), "{} of 400 concurrent probes failed, e.g. {:?}", errors.len(), errors.first());
+        let left: Vec<_> = fs::read_dir(dir.path().join(LOG_DIR)).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert!(left.is_empty(), "probes leave nothing behind: {left:?}");
     }
 }
