@@ -16,6 +16,17 @@
 //! commit or none of it. A commit record also carries the source positions (e.g. Kafka
 //! offsets) that its data covers: data and positions become durable together.
 //!
+//! What is fsynced, and when (`storage/tests/crash_consistency.rs` replays a power
+//! loss after every operation of real commits to check it):
+//!
+//! - opening fsyncs the root (its `_log/` and `tables/` entries) and, for every
+//!   directory on the way to the root that opening created, its parent;
+//! - staging fsyncs every data file, then every directory on the way to it, whoever
+//!   made them: the date directory (the file's entry), the table directory (the date
+//!   directory's entry) and `tables/` (the table directory's entry), each once per
+//!   call. Another writer may have just made a directory and not fsynced it yet;
+//! - publishing fsyncs the record before linking it, and `_log/` after.
+//!
 //! Every file operation goes through an [`Fs`] (see [`crate::fs`]).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -241,8 +252,20 @@ impl Store {
         fs: Arc<dyn Fs>,
     ) -> Result<Self, StorageError> {
         let root = root.into();
+        // The directories on the way to the root that do not exist yet, root first.
+        let mut missing = Vec::new();
+        let mut dir = Some(root.as_path());
+        while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty() && !fs.exists(d)) {
+            missing.push(d.to_path_buf());
+            dir = d.parent();
+        }
         for dir in [root.join(LOG_DIR), root.join(TABLES_DIR)] {
             fs.create_dir_all(&dir).map_err(io_err(&dir))?;
+        }
+        // Always, not only when created: another process may have just made them.
+        sync_dir(&*fs, &root)?;
+        for d in &missing {
+            sync_dir(&*fs, &parent_of(d))?;
         }
         let store = Store {
             inner: Arc::new(Inner {
@@ -405,6 +428,8 @@ impl Store {
             format!("{}-{}", self.inner.writer, *seq)
         };
         let mut files = Vec::new();
+        // Every directory on the way to a staged file, each once: fsynced after the
+        // files are written, whoever made them (see the module's notes).
         let mut dirs: Vec<PathBuf> = Vec::new();
         let tables_dir = self.inner.root.join(TABLES_DIR);
         let mut n = 0;
@@ -421,15 +446,12 @@ impl Store {
                 let rel_dir = format!("{TABLES_DIR}/{table}/{day}");
                 let table_dir = tables_dir.join(table);
                 let dir = table_dir.join(day.to_string());
-                if !self.inner.fs.exists(&dir) {
-                    self.inner.fs.create_dir_all(&dir).map_err(io_err(&dir))?;
-                    push_unique(&mut dirs, table_dir);
-                    push_unique(&mut dirs, tables_dir.clone());
-                }
+                self.inner.fs.create_dir_all(&dir).map_err(io_err(&dir))?;
                 let rel = format!("{rel_dir}/{tag}-{n}.parquet");
                 let path = self.inner.root.join(&rel);
                 let (bytes, lo, hi) = self.write_parquet(&path, &part, time_col)?;
                 push_unique(&mut dirs, dir);
+                push_unique(&mut dirs, table_dir);
                 files.push(DataFile {
                     table: table.to_string(),
                     path: rel,
@@ -440,6 +462,9 @@ impl Store {
                     accepted_at: None,
                 });
             }
+        }
+        if !files.is_empty() {
+            dirs.push(tables_dir);
         }
         for d in &dirs {
             sync_dir(&*self.inner.fs, d)?;
@@ -666,6 +691,15 @@ fn log_name(version: u64) -> String {
 
 fn sync_dir(fs: &dyn Fs, dir: &Path) -> Result<(), StorageError> {
     fs.sync_dir(dir).map_err(io_err(dir))
+}
+
+/// The directory holding `path`'s entry (`.` for a relative path of one component).
+fn parent_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ if path.has_root() => path.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
 }
 
 fn time_column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a TimestampMicrosecondArray, StorageError> {
