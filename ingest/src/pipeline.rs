@@ -6,8 +6,16 @@
 //! so one fsync covers many small requests. A submission is answered only after its
 //! data and its source positions are durable and the listeners have seen them, which
 //! gives every source read-your-writes.
+//!
+//! If a commit is published but cannot be confirmed durable
+//! ([`StorageError::CommitUnconfirmed`]), its group is answered with
+//! [`IngestError::OutcomeUnknown`] and the writer stops: its dedupe index and the
+//! listeners' state may no longer match what will be found on disk, so only a restart,
+//! which rebuilds both from storage, can go on. A client that sends the group again
+//! after the restart gets duplicates if the commit survived, and a fresh commit if not.
 
 use std::collections::{BTreeMap, HashSet};
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::thread;
 use std::time::Instant;
@@ -34,6 +42,14 @@ pub enum IngestError {
     Stopped,
     #[error(transparent)]
     Derive(#[from] DeriveError),
+    /// The submission was committed as `version`, but the commit could not be
+    /// confirmed durable: it may or may not survive a power loss. The pipeline has
+    /// stopped; after a restart, sending the same records again is safe (events of a
+    /// commit that survived come back as duplicates).
+    #[error(
+        "the outcome is unknown: committed as version {version} but not confirmed durable ({reason}); the ingest pipeline has stopped; send again after a restart (events already stored are recognised as duplicates)"
+    )]
+    OutcomeUnknown { version: u64, reason: String },
 }
 
 /// A [`Derive`] implementation could not compute its tables.
@@ -284,12 +300,21 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.process(group);
+            if self.process(group).is_break() {
+                // Whatever is still queued was never tried: nothing of it is stored.
+                rx.close();
+                while let Ok(s) = rx.try_recv() {
+                    let _ = s.reply.send(Err(IngestError::Stopped));
+                }
+                error!("ingest writer stopped: the store could not confirm a commit durable; restart to go on");
+                return;
+            }
         }
         info!("ingest writer stopped: all sources closed");
     }
 
-    fn process(&mut self, group: Vec<Submission>) {
+    /// Commits one group and answers it; breaks when the writer must stop.
+    fn process(&mut self, group: Vec<Submission>) -> ControlFlow<()> {
         let now = Utc::now();
         self.dedupe.evict(vn_date(now));
         match self.commit_group(&group, now) {
@@ -314,17 +339,40 @@ impl Writer {
                     out.version = version;
                     let _ = sub.reply.send(Ok(out));
                 }
+                ControlFlow::Continue(())
+            }
+            Err(IngestError::Storage(StorageError::CommitUnconfirmed { version, source, .. })) => {
+                // Published, maybe not durable: neither a success nor "nothing was
+                // stored". The dedupe index and the listeners did not take the commit
+                // and may disagree with what a restart finds: stop.
+                let e = IngestError::OutcomeUnknown { version, reason: source.to_string() };
+                self.metrics.commit_failed(&e);
+                error!(error = %e, "{} submissions are answered with an unknown outcome", group.len());
+                for sub in group {
+                    let _ = sub.reply.send(Err(IngestError::OutcomeUnknown { version, reason: source.to_string() }));
+                }
+                ControlFlow::Break(())
             }
             Err(e) => {
                 self.metrics.commit_failed(&e);
                 error!(error = %e, "commit failed; {} submissions are answered with an error", group.len());
+                // The store refuses writes for good after an unconfirmed commit (e.g. by
+                // compaction on the same store): stop too.
+                let halted = match &e {
+                    IngestError::Storage(StorageError::Halted { version }) => Some(*version),
+                    _ => None,
+                };
                 let msg = e.to_string();
                 for sub in group {
-                    let _ = sub.reply.send(Err(IngestError::Storage(StorageError::Io {
-                        path: "<commit>".into(),
-                        source: std::io::Error::other(msg.clone()),
-                    })));
+                    let _ = sub.reply.send(Err(match halted {
+                        Some(version) => IngestError::Storage(StorageError::Halted { version }),
+                        None => IngestError::Storage(StorageError::Io {
+                            path: "<commit>".into(),
+                            source: std::io::Error::other(msg.clone()),
+                        }),
+                    }));
                 }
+                if halted.is_some() { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
             }
         }
     }
@@ -488,5 +536,131 @@ impl Writer {
             .map(|(f, b)| (f, b.finish()))
             .collect();
         plan
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::path::Path;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use ioc_storage::fs::{DirEntry, Fs, FsFile, StdFs};
+
+    use super::*;
+    use crate::Simulator;
+
+    /// The real file system, whose fsyncs of the commit log directory fail once armed.
+    /// The store fsyncs `_log/` only right after linking a commit record, so an armed
+    /// fault hits a commit that is published but cannot be confirmed durable.
+    struct FailingLogSync(Arc<AtomicBool>);
+
+    impl Fs for FailingLogSync {
+        fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+            StdFs.create_dir_all(path)
+        }
+        fn create_new(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
+            StdFs.create_new(path)
+        }
+        fn sync_dir(&self, path: &Path) -> io::Result<()> {
+            if self.0.load(Ordering::SeqCst) && path.ends_with("_log") {
+                return Err(io::Error::other("injected I/O error"));
+            }
+            StdFs.sync_dir(path)
+        }
+        fn hard_link(&self, original: &Path, link: &Path) -> io::Result<()> {
+            StdFs.hard_link(original, link)
+        }
+        fn remove_file(&self, path: &Path) -> io::Result<()> {
+            StdFs.remove_file(path)
+        }
+        fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+            StdFs.read(path)
+        }
+        fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntry>> {
+            StdFs.read_dir(path)
+        }
+        fn file_len(&self, path: &Path) -> io::Result<u64> {
+            StdFs.file_len(path)
+        }
+        fn exists(&self, path: &Path) -> bool {
+            StdFs.exists(path)
+        }
+    }
+
+    fn start_on(store: &Store, units: &Arc<AdminUnits>) -> (Ingestor, thread::JoinHandle<()>) {
+        start(
+            store.clone(),
+            &store.snapshot(),
+            units.clone(),
+            None,
+            Vec::new(),
+            IngestMetrics::unregistered(),
+            PipelineConfig::default(),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_not_confirmed_durable_is_answered_as_unknown_and_stops_the_pipeline() {
+        let dir = tempfile::tempdir().unwrap();
+        let units = Arc::new(AdminUnits::builtin());
+        let fail = Arc::new(AtomicBool::new(false));
+        let store = Store::open_with_fs(dir.path(), "w", Arc::new(FailingLogSync(fail.clone()))).unwrap();
+        let (ingestor, writer) = start_on(&store, &units);
+        let mut sim = Simulator::new(units.clone(), 3);
+        let now = Utc::now();
+        let records: Vec<Record> = (0..20)
+            .map(|_| Record::new(sim.next_event(now).to_json().to_string().into_bytes(), Origin::Simulator))
+            .collect();
+        assert_eq!(ingestor.submit(records[..10].to_vec(), BTreeMap::new()).await.unwrap().accepted, 10);
+
+        fail.store(true, Ordering::SeqCst);
+        let err = ingestor.submit(records[10..].to_vec(), BTreeMap::new()).await.unwrap_err();
+        assert!(matches!(err, IngestError::OutcomeUnknown { version: 1, .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(message.contains("outcome is unknown") && message.contains("version 1"), "{message}");
+
+        // The writer stops: later submissions are refused (asked first, so that a writer
+        // that goes on fails the test instead of hanging it), its thread ends, and
+        // readiness sees a closed pipeline.
+        let later = ingestor.submit(records[..1].to_vec(), BTreeMap::new()).await;
+        assert!(matches!(later, Err(IngestError::Stopped)), "{later:?}");
+        tokio::task::spawn_blocking(move || writer.join().unwrap()).await.unwrap();
+        assert!(ingestor.is_closed());
+        drop(ingestor);
+
+        // A restart rebuilds from disk. Here the commit survived (no power was lost), so
+        // the client's re-send of the unconfirmed group is deduplicated.
+        let store = Store::open(dir.path(), "w2").unwrap();
+        assert_eq!(store.snapshot().version, Some(1));
+        let (ingestor, _writer) = start_on(&store, &units);
+        let again = ingestor.submit(records[10..].to_vec(), BTreeMap::new()).await.unwrap();
+        assert_eq!((again.accepted, again.duplicates), (0, 10));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_store_halted_by_another_unconfirmed_commit_stops_the_pipeline_with_nothing_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let units = Arc::new(AdminUnits::builtin());
+        let fail = Arc::new(AtomicBool::new(false));
+        let store = Store::open_with_fs(dir.path(), "w", Arc::new(FailingLogSync(fail.clone()))).unwrap();
+        let (ingestor, writer) = start_on(&store, &units);
+        // Another user of the same store (compaction, a backfill) has a commit that
+        // cannot be confirmed durable: the store takes no more writes.
+        fail.store(true, Ordering::SeqCst);
+        let other = store.commit(&[], BTreeMap::new(), Utc::now());
+        assert!(matches!(other, Err(StorageError::CommitUnconfirmed { version: 0, .. })), "{other:?}");
+        fail.store(false, Ordering::SeqCst);
+
+        let mut sim = Simulator::new(units.clone(), 5);
+        let record = Record::new(sim.next_event(Utc::now()).to_json().to_string().into_bytes(), Origin::Simulator);
+        let err = ingestor.submit(vec![record.clone()], BTreeMap::new()).await.unwrap_err();
+        assert!(matches!(err, IngestError::Storage(StorageError::Halted { version: 0 })), "{err:?}");
+        let later = ingestor.submit(vec![record], BTreeMap::new()).await;
+        assert!(matches!(later, Err(IngestError::Stopped)), "{later:?}");
+        tokio::task::spawn_blocking(move || writer.join().unwrap()).await.unwrap();
+        assert!(ingestor.is_closed());
+        assert_eq!(Store::open(dir.path(), "r").unwrap().snapshot().version, Some(0), "nothing more was committed");
     }
 }

@@ -25,7 +25,15 @@
 //!   made them: the date directory (the file's entry), the table directory (the date
 //!   directory's entry) and `tables/` (the table directory's entry), each once per
 //!   call. Another writer may have just made a directory and not fsynced it yet;
-//! - publishing fsyncs the record before linking it, and `_log/` after.
+//! - publishing fsyncs the record before linking it, and `_log/` after. Once the link
+//!   is made the commit has happened: a failing refresh afterwards is logged, not
+//!   returned, and a failing fsync of `_log/` is [`StorageError::CommitUnconfirmed`]:
+//!   the commit may or may not survive a power loss, so it is neither a success nor
+//!   "nothing was written". The store then takes no more writes
+//!   ([`StorageError::Halted`]), as PostgreSQL stops at a failed fsync: a later commit
+//!   could become durable while this one is lost, leaving a gap in the log. Restarting
+//!   reads what is really on disk. (A failing fsync before the link is a plain error:
+//!   nothing names those files, and a retry writes new ones.)
 //!
 //! Every file operation goes through an [`Fs`] (see [`crate::fs`]).
 
@@ -34,7 +42,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use arrow::array::{Array, RecordBatch, TimestampMicrosecondArray, UInt32Array};
 use arrow::compute::{sort_to_indices, take_record_batch};
@@ -46,7 +54,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::fs::{Fs, StdFs, create_replacing};
 use crate::schema::{schema_of, time_column_of};
@@ -67,6 +75,20 @@ pub enum StorageError {
     Contention(usize),
     #[error("compaction of `{table}`: {source}")]
     Rewrite { table: String, source: Box<dyn std::error::Error + Send + Sync> },
+    /// The commit record was published (linked) as `version`, but fsyncing the log
+    /// directory failed: the commit is visible now and may or may not survive a power
+    /// loss. Not a failure to commit: the staged files must not be discarded. The
+    /// store takes no more writes afterwards (see [`StorageError::Halted`]).
+    #[error(
+        "commit {version} was published as {path} but could not be confirmed durable (fsync of the log directory: {source})"
+    )]
+    CommitUnconfirmed { version: u64, path: PathBuf, source: io::Error },
+    /// A commit of this process could not be confirmed durable earlier; nothing more is
+    /// written until the process restarts and reads what is on disk.
+    #[error(
+        "the store takes no more writes: commit {version} could not be confirmed durable; restart to recover from what is on disk"
+    )]
+    Halted { version: u64 },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StorageError + '_ {
@@ -226,6 +248,9 @@ struct Inner {
     pub(crate) vacuumed_through: Mutex<Option<u64>>,
     /// Numbers readiness probes, so that concurrent probes never share a file.
     probes: AtomicU64,
+    /// Set to the version of a commit that could not be confirmed durable: no more
+    /// writes from then on.
+    halted: OnceLock<u64>,
 }
 
 /// A handle to the store; cheap to clone.
@@ -277,6 +302,7 @@ impl Store {
                 zstd_level: 1,
                 vacuumed_through: Mutex::new(None),
                 probes: AtomicU64::new(0),
+                halted: OnceLock::new(),
             }),
         };
         // The first read lists the whole log, so that a missing record is reported.
@@ -307,6 +333,14 @@ impl Store {
     /// The file operations of this store.
     pub(crate) fn fs(&self) -> &dyn Fs {
         &*self.inner.fs
+    }
+
+    /// Refuses writes once a commit could not be confirmed durable.
+    fn check_not_halted(&self) -> Result<(), StorageError> {
+        match self.inner.halted.get() {
+            Some(&version) => Err(StorageError::Halted { version }),
+            None => Ok(()),
+        }
     }
 
     pub fn writer(&self) -> &str {
@@ -422,6 +456,7 @@ impl Store {
     /// Step 1 of a commit: writes the data files, fsynced, in fsynced directories.
     /// Nothing is visible until [`Store::publish`] names them in a commit record.
     pub fn stage(&self, batches: &[(&str, RecordBatch)]) -> Result<Staged, StorageError> {
+        self.check_not_halted()?;
         let tag = {
             let mut seq = self.inner.commit_lock.lock().expect("commit lock");
             *seq += 1;
@@ -510,6 +545,7 @@ impl Store {
         committed_at: DateTime<Utc>,
         after: Option<u64>,
     ) -> Result<Publish, StorageError> {
+        self.check_not_halted()?;
         let newer = self.commits_after(after)?;
         if !newer.is_empty() {
             self.refresh()?;
@@ -538,8 +574,18 @@ impl Store {
         }
         match linked {
             Ok(()) => {
-                sync_dir(fs, &log_dir)?;
-                self.refresh()?;
+                // The record has its name: the commit happened, whatever fails now.
+                if let Err(source) = fs.sync_dir(&log_dir) {
+                    let _ = self.inner.halted.set(version);
+                    error!(
+                        version, error = %source,
+                        "commit record published but the log directory could not be fsynced: durability unknown; this store takes no more writes"
+                    );
+                    return Err(StorageError::CommitUnconfirmed { version, path: target, source });
+                }
+                if let Err(e) = self.refresh() {
+                    warn!(version, error = %e, "committed, but the snapshot could not be refreshed; a later refresh applies it");
+                }
                 debug!(version, files = staged.files.len(), "committed");
                 Ok(Publish::Committed(CommitInfo { version, files: staged.files.clone() }))
             }
@@ -620,6 +666,7 @@ impl Store {
     /// Whether the store can take writes now (for readiness): creates, fsyncs and
     /// removes a file of its own, so concurrent probes never touch each other's.
     pub fn check_writable(&self) -> Result<(), StorageError> {
+        self.check_not_halted()?;
         let n = self.inner.probes.fetch_add(1, Ordering::Relaxed);
         let probe = self.inner.root.join(LOG_DIR).join(format!(".probe-{}-{n}", self.inner.writer));
         self.write_synced(&probe, b"")?;
@@ -884,5 +931,110 @@ mod tests {
         assert!(errors.is_empty(), "{} of 400 concurrent probes failed, e.g. {:?}", errors.len(), errors.first());
         let left: Vec<_> = fs::read_dir(dir.path().join(LOG_DIR)).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert!(left.is_empty(), "probes leave nothing behind: {left:?}");
+    }
+
+    /// The real file system, with faults the test switches on.
+    #[derive(Default)]
+    struct Faults {
+        /// Fsyncs of `_log/` fail once a commit record was linked.
+        log_sync: std::sync::atomic::AtomicBool,
+        /// Reads of commit records fail once one was linked (the refresh after it).
+        log_read: std::sync::atomic::AtomicBool,
+        linked: std::sync::atomic::AtomicBool,
+    }
+
+    struct FaultyFs(Arc<Faults>);
+
+    impl FaultyFs {
+        fn hit(&self, fault: &std::sync::atomic::AtomicBool, path: &Path) -> io::Result<()> {
+            let armed = fault.load(Ordering::SeqCst) && self.0.linked.load(Ordering::SeqCst);
+            if armed && path.components().any(|c| c.as_os_str() == LOG_DIR) {
+                return Err(io::Error::other("injected I/O error"));
+            }
+            Ok(())
+        }
+    }
+
+    impl Fs for FaultyFs {
+        fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+            StdFs.create_dir_all(path)
+        }
+        fn create_new(&self, path: &Path) -> io::Result<Box<dyn crate::fs::FsFile>> {
+            StdFs.create_new(path)
+        }
+        fn sync_dir(&self, path: &Path) -> io::Result<()> {
+            self.hit(&self.0.log_sync, path)?;
+            StdFs.sync_dir(path)
+        }
+        fn hard_link(&self, original: &Path, link: &Path) -> io::Result<()> {
+            StdFs.hard_link(original, link)?;
+            self.0.linked.store(true, Ordering::SeqCst);
+            Ok(())
+        }
+        fn remove_file(&self, path: &Path) -> io::Result<()> {
+            StdFs.remove_file(path)
+        }
+        fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+            self.hit(&self.0.log_read, path)?;
+            StdFs.read(path)
+        }
+        fn read_dir(&self, path: &Path) -> io::Result<Vec<crate::fs::DirEntry>> {
+            StdFs.read_dir(path)
+        }
+        fn file_len(&self, path: &Path) -> io::Result<u64> {
+            StdFs.file_len(path)
+        }
+        fn exists(&self, path: &Path) -> bool {
+            StdFs.exists(path)
+        }
+    }
+
+    fn faulty_store(dir: &Path) -> (Store, Arc<Faults>) {
+        let faults = Arc::new(Faults::default());
+        (Store::open_with_fs(dir, "w", Arc::new(FaultyFs(faults.clone()))).unwrap(), faults)
+    }
+
+    #[test]
+    fn a_log_fsync_failing_after_the_link_is_an_unconfirmed_commit_and_the_store_takes_no_more_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, faults) = faulty_store(dir.path());
+        faults.log_sync.store(true, Ordering::SeqCst);
+        let err = store.commit(&[(DEAD_LETTERS, letters(2, "2026-01-01T00:00:00Z"))], BTreeMap::new(), Utc::now());
+        let Err(StorageError::CommitUnconfirmed { version: 0, ref path, .. }) = err else {
+            panic!("not an unconfirmed commit: {err:?}");
+        };
+        assert!(path.ends_with("00000000000000000000.json"), "{}", path.display());
+        let message = err.unwrap_err().to_string();
+        assert!(message.contains("commit 0") && message.contains("not be confirmed durable"), "{message}");
+
+        // The commit is published (it is in the page cache), whole: nothing was discarded.
+        let other = Store::open(dir.path(), "r").unwrap();
+        assert_eq!((other.snapshot().version, other.snapshot().rows(DEAD_LETTERS)), (Some(0), 2));
+        assert!(other.orphans().unwrap().is_empty());
+        let log: Vec<_> = fs::read_dir(dir.path().join(LOG_DIR)).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(log, ["00000000000000000000.json"], "the temporary record is removed");
+
+        // No more writes, and readiness says why, even once the disk looks fine again.
+        faults.log_sync.store(false, Ordering::SeqCst);
+        let halted = |r: Result<(), StorageError>| matches!(r, Err(StorageError::Halted { version: 0 }));
+        assert!(halted(store.check_writable()));
+        assert!(halted(store.stage(&[(DEAD_LETTERS, letters(1, "2026-01-01T00:00:00Z"))]).map(|_| ())));
+        assert!(halted(store.commit(&[], BTreeMap::new(), Utc::now()).map(|_| ())));
+        assert_eq!(Store::open(dir.path(), "r").unwrap().snapshot().version, Some(0), "nothing more was published");
+    }
+
+    #[test]
+    fn a_refresh_failing_after_the_link_does_not_turn_the_commit_into_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, faults) = faulty_store(dir.path());
+        faults.log_read.store(true, Ordering::SeqCst);
+        let staged = store.stage(&[(DEAD_LETTERS, letters(3, "2026-01-01T00:00:00Z"))]).unwrap();
+        let published = store.publish(&staged, &BTreeMap::new(), Utc::now(), None);
+        let Ok(Publish::Committed(info)) = published else { panic!("the commit was made, yet: {published:?}") };
+        assert_eq!(info.version, 0);
+        assert_eq!(store.snapshot().version, None, "the snapshot could not be refreshed yet");
+        faults.log_read.store(false, Ordering::SeqCst);
+        assert_eq!(store.refresh().unwrap().rows(DEAD_LETTERS), 3, "a later refresh applies it");
+        store.check_writable().unwrap();
     }
 }
