@@ -18,6 +18,9 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
+#[cfg(test)]
+mod proptests;
+
 pub use decode::decode_event;
 pub use error::{RejectKind, ValidationError};
 pub use model::{Body, Event};

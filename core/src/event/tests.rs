@@ -4,11 +4,11 @@ use serde_json::{Value, json};
 use super::*;
 use crate::admin::AdminUnits;
 
-fn now() -> DateTime<Utc> {
+pub(super) fn now() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-11-23T12:00:00+07:00").unwrap().to_utc()
 }
 
-fn units() -> &'static AdminUnits {
+pub(super) fn units() -> &'static AdminUnits {
     use std::sync::OnceLock;
     static U: OnceLock<AdminUnits> = OnceLock::new();
     U.get_or_init(AdminUnits::builtin)
