@@ -46,6 +46,7 @@ impl Symbols {
         (i != NONE).then(|| self.values[i as usize].clone())
     }
 
+    #[cfg(test)]
     fn matches(&self, dims: &[u32; 7], filter: &DimFilter) -> bool {
         filter.0.iter().all(|(d, want)| {
             let i = dims[d.index()];
@@ -63,64 +64,97 @@ enum Entry {
     FinishedFirst,
 }
 
-/// Open dossiers counted by province, split at a moving cursor in time: those due
-/// before it are counted as overdue, the others wait in due-time order. Asking for a
-/// later `now` moves the cursor and only touches the dossiers that fell due in
-/// between, so the wall display's gauge costs O(changes), not O(open dossiers).
+/// The seven dimension values of a dossier, as symbol indexes in [`Dim::ALL`] order.
+type Dims = [u32; 7];
+
+/// How far back in time a question may be asked without rebuilding the due index: a
+/// request that read the clock just before the live hub's tick is answered as of the
+/// tick. A clock stepped back further is followed exactly, by a rebuild.
+const CLOCK_SLACK_US: i64 = 5_000_000;
+
+/// Open dossiers split at a moving cursor in time: those due before it are counted as
+/// overdue, by their dimension values and by province; the others wait in due-time
+/// order. Asking for a later `now` moves the cursor and only touches the dossiers that
+/// fell due in between, so the wall display's gauge costs O(changes), not O(open
+/// dossiers), and a question grouped by any dimension reads the distinct overdue value
+/// tuples, not every dossier.
 #[derive(Debug, Clone, Default)]
 struct DueIndex {
     cursor: i64,
-    /// Overdue dossiers by province symbol ([`NONE`]: no province).
-    overdue: HashMap<u32, u64, foldhash::fast::RandomState>,
-    /// The others by due time, then province symbol (usually one or two per time).
-    pending: BTreeMap<i64, Vec<(u32, u64)>>,
+    /// Overdue dossiers by their dimension values.
+    overdue: HashMap<Dims, u64, foldhash::fast::RandomState>,
+    /// The same by province symbol ([`NONE`]: no province).
+    by_province: HashMap<u32, u64, foldhash::fast::RandomState>,
+    /// The others by due time and dimension values.
+    pending: BTreeMap<(i64, Dims), u64>,
+}
+
+fn add_count<K: std::hash::Hash + Eq>(map: &mut HashMap<K, u64, foldhash::fast::RandomState>, key: K, n: i64) {
+    let count =
+        map.get(&key).copied().unwrap_or(0).checked_add_signed(n).expect("open-dossier counts stay non-negative");
+    if count == 0 {
+        map.remove(&key);
+    } else {
+        map.insert(key, count);
+    }
 }
 
 impl DueIndex {
-    fn add(&mut self, due: i64, province: u32, n: i64) {
-        let add = |count: u64| count.checked_add_signed(n).expect("open-dossier counts stay non-negative");
+    fn add(&mut self, due: i64, dims: Dims, n: i64) {
         if due < self.cursor {
-            let count = add(self.overdue.get(&province).copied().unwrap_or(0));
-            if count == 0 {
-                self.overdue.remove(&province);
-            } else {
-                self.overdue.insert(province, count);
-            }
+            add_count(&mut self.overdue, dims, n);
+            add_count(&mut self.by_province, dims[Dim::ProvinceCode.index()], n);
             return;
         }
-        let at = self.pending.entry(due).or_default();
-        match at.iter().position(|(p, _)| *p == province) {
-            Some(i) => {
-                at[i].1 = add(at[i].1);
-                if at[i].1 == 0 {
-                    at.swap_remove(i);
-                }
-            }
-            None => {
-                let count = add(0);
-                if count > 0 {
-                    at.push((province, count));
-                }
-            }
-        }
-        if at.is_empty() {
-            self.pending.remove(&due);
-        }
+        let count = self.pending.get(&(due, dims)).copied().unwrap_or(0);
+        match count.checked_add_signed(n).expect("open-dossier counts stay non-negative") {
+            0 => self.pending.remove(&(due, dims)),
+            c => self.pending.insert((due, dims), c),
+        };
     }
 
-    /// Overdue counts by province symbol at `now`; `None` if `now` is before the cursor.
-    fn at(&mut self, now_us: i64) -> Option<&HashMap<u32, u64, foldhash::fast::RandomState>> {
-        if now_us < self.cursor {
-            return None;
-        }
-        let later = self.pending.split_off(&now_us);
-        for (_, by_province) in std::mem::replace(&mut self.pending, later) {
-            for (p, n) in by_province {
-                *self.overdue.entry(p).or_default() += n;
-            }
+    /// Moves the cursor to `now_us`, which must not be before it.
+    fn advance(&mut self, now_us: i64) {
+        debug_assert!(now_us >= self.cursor);
+        let later = self.pending.split_off(&(now_us, [0; 7]));
+        for ((_, dims), n) in std::mem::replace(&mut self.pending, later) {
+            *self.overdue.entry(dims).or_default() += n;
+            *self.by_province.entry(dims[Dim::ProvinceCode.index()]).or_default() += n;
         }
         self.cursor = now_us;
-        Some(&self.overdue)
+    }
+}
+
+/// The dossiers overdue at one moment, by their dimension values, taken out of the
+/// live state so that grouping and filtering them holds no lock.
+#[derive(Debug, Clone, Default)]
+pub struct Overdue {
+    counts: Vec<(Dims, u64)>,
+    symbols: Vec<Arc<str>>,
+}
+
+impl Overdue {
+    fn value(&self, i: u32) -> DimValue {
+        (i != NONE).then(|| self.symbols[i as usize].clone())
+    }
+
+    /// Counts filtered and grouped by dimensions.
+    pub fn grouped(&self, filter: &DimFilter, group_by: &[Dim]) -> HashMap<Vec<DimValue>, u64> {
+        // The filter's values as symbols; a value never seen matches nothing.
+        let mut wanted = Vec::with_capacity(filter.0.len());
+        for (d, v) in &filter.0 {
+            match self.symbols.iter().position(|s| **s == **v) {
+                Some(i) => wanted.push((d.index(), i as u32)),
+                None => return HashMap::new(),
+            }
+        }
+        let mut counts: HashMap<Vec<u32>, u64> = HashMap::new();
+        for (dims, n) in &self.counts {
+            if wanted.iter().all(|(d, sym)| dims[*d] == *sym) {
+                *counts.entry(group_by.iter().map(|d| dims[d.index()]).collect()).or_default() += n;
+            }
+        }
+        counts.into_iter().map(|(k, n)| (k.into_iter().map(|i| self.value(i)).collect(), n)).collect()
     }
 }
 
@@ -142,9 +176,9 @@ impl OpenDossiers {
         }
         let dims = dims.map(|v| self.symbols.intern(v));
         if let Some(Entry::Open { due, dims: old }) = self.by_id.insert(key, Entry::Open { due: due_at_us, dims }) {
-            self.due.add(due, old[Dim::ProvinceCode.index()], -1);
+            self.due.add(due, old, -1);
         }
-        self.due.add(due_at_us, dims[Dim::ProvinceCode.index()], 1);
+        self.due.add(due_at_us, dims, 1);
     }
 
     /// A resolution or closure.
@@ -152,9 +186,9 @@ impl OpenDossiers {
         let key = id_hash(dossier_id);
         match self.by_id.get(&key) {
             Some(Entry::Open { due, dims }) => {
-                let (due, province) = (*due, dims[Dim::ProvinceCode.index()]);
+                let (due, dims) = (*due, *dims);
                 self.by_id.remove(&key);
-                self.due.add(due, province, -1);
+                self.due.add(due, dims, -1);
             }
             Some(Entry::FinishedFirst) => {}
             None => {
@@ -163,30 +197,38 @@ impl OpenDossiers {
         }
     }
 
-    /// Open dossiers due before `now`, by province (`None`: no province), from the due
-    /// index: O(dossiers that fell due since the last call). Falls back to a scan if
-    /// `now` is earlier than a previous call's.
-    pub fn overdue_by_province(&mut self, now: DateTime<Utc>) -> HashMap<ScopeKey, u64> {
-        if let Some(counts) = self.due.at(now.timestamp_micros()) {
-            return counts.iter().map(|(&p, &n)| (self.symbols.get(p), n)).collect();
+    /// Moves the due index to `now`: O(dossiers that fell due since the last call).
+    /// A `now` a little before the last one is taken as the last one; a clock stepped
+    /// back further rebuilds the index (O(open dossiers), once).
+    fn advance(&mut self, now: DateTime<Utc>) {
+        let now_us = now.timestamp_micros();
+        if now_us >= self.due.cursor {
+            self.due.advance(now_us);
+        } else if self.due.cursor - now_us > CLOCK_SLACK_US {
+            let mut due = DueIndex { cursor: now_us, ..DueIndex::default() };
+            for e in self.by_id.values() {
+                if let Entry::Open { due: at, dims } = e {
+                    due.add(*at, *dims, 1);
+                }
+            }
+            self.due = due;
         }
-        self.overdue(now, &DimFilter::default(), &[Dim::ProvinceCode])
-            .into_iter()
-            .map(|(k, n)| (k.into_iter().next().flatten(), n))
-            .collect()
     }
 
-    /// Open dossiers whose due time is before `now`, filtered and grouped.
-    pub fn overdue(&self, now: DateTime<Utc>, filter: &DimFilter, group_by: &[Dim]) -> HashMap<Vec<DimValue>, u64> {
-        let now_us = now.timestamp_micros();
-        let mut counts: HashMap<Vec<u32>, u64> = HashMap::new();
-        for e in self.by_id.values() {
-            let Entry::Open { due, dims } = e else { continue };
-            if *due < now_us && self.symbols.matches(dims, filter) {
-                *counts.entry(group_by.iter().map(|d| dims[d.index()]).collect()).or_default() += 1;
-            }
+    /// Open dossiers due before `now`, by province (`None`: no province).
+    pub fn overdue_by_province(&mut self, now: DateTime<Utc>) -> HashMap<ScopeKey, u64> {
+        self.advance(now);
+        self.due.by_province.iter().map(|(&p, &n)| (self.symbols.get(p), n)).collect()
+    }
+
+    /// The open dossiers due before `now`, by their dimension values: O(distinct value
+    /// tuples among them), to group and filter with [`Overdue::grouped`] outside any lock.
+    pub fn overdue(&mut self, now: DateTime<Utc>) -> Overdue {
+        self.advance(now);
+        Overdue {
+            counts: self.due.overdue.iter().map(|(d, n)| (*d, *n)).collect(),
+            symbols: self.symbols.values.clone(),
         }
-        counts.into_iter().map(|(k, n)| (k.into_iter().map(|i| self.symbols.get(i)).collect(), n)).collect()
     }
 
     /// Number of dossiers tracked (open, or finished before their receipt was seen).
@@ -209,19 +251,32 @@ mod tests {
         v
     }
 
-    fn total(s: &OpenDossiers, now_us: i64) -> u64 {
+    fn total(s: &mut OpenDossiers, now_us: i64) -> u64 {
         let now = DateTime::from_timestamp_micros(now_us).unwrap();
-        s.overdue(now, &DimFilter::default(), &[]).values().sum()
+        s.overdue(now).grouped(&DimFilter::default(), &[]).values().sum()
+    }
+
+    /// What the due index must equal: every open dossier looked at.
+    fn scan(s: &OpenDossiers, now: DateTime<Utc>, filter: &DimFilter, group_by: &[Dim]) -> HashMap<Vec<DimValue>, u64> {
+        let now_us = now.timestamp_micros();
+        let mut counts: HashMap<Vec<DimValue>, u64> = HashMap::new();
+        for e in s.by_id.values() {
+            let Entry::Open { due, dims } = e else { continue };
+            if *due < now_us && s.symbols.matches(dims, filter) {
+                *counts.entry(group_by.iter().map(|d| s.symbols.get(dims[d.index()])).collect()).or_default() += 1;
+            }
+        }
+        counts
     }
 
     #[test]
     fn a_received_dossier_is_overdue_only_after_its_due_time_and_until_finished() {
         let mut s = OpenDossiers::default();
         s.receive("A", 100, d("01"));
-        assert_eq!(total(&s, 100), 0, "due_at is not before now");
-        assert_eq!(total(&s, 101), 1);
+        assert_eq!(total(&mut s, 100), 0, "due_at is not before now");
+        assert_eq!(total(&mut s, 101), 1);
         s.finish("A");
-        assert_eq!(total(&s, 101), 0);
+        assert_eq!(total(&mut s, 101), 0);
         assert!(s.is_empty(), "settled dossiers are forgotten");
     }
 
@@ -230,7 +285,7 @@ mod tests {
         let mut s = OpenDossiers::default();
         s.finish("B");
         s.receive("B", 0, d("01"));
-        assert_eq!(total(&s, 1_000), 0);
+        assert_eq!(total(&mut s, 1_000), 0);
         assert!(s.is_empty());
     }
 
@@ -241,12 +296,13 @@ mod tests {
         s.receive("B", 0, d("01"));
         s.receive("C", 0, d("79"));
         let now = DateTime::from_timestamp_micros(10).unwrap();
-        let g = s.overdue(now, &DimFilter::default(), &[Dim::ProvinceCode]);
+        let overdue = s.overdue(now);
+        let g = overdue.grouped(&DimFilter::default(), &[Dim::ProvinceCode]);
         assert_eq!(g[&vec![Some("01".into())]], 2);
         assert_eq!(g[&vec![Some("79".into())]], 1);
-        let f = s.overdue(now, &DimFilter(vec![(Dim::ProvinceCode, "79".into())]), &[]);
+        let f = overdue.grouped(&DimFilter(vec![(Dim::ProvinceCode, "79".into())]), &[]);
         assert_eq!(f.values().sum::<u64>(), 1);
-        let none = s.overdue(now, &DimFilter(vec![(Dim::Channel, "online".into())]), &[]);
+        let none = overdue.grouped(&DimFilter(vec![(Dim::Channel, "online".into())]), &[]);
         assert!(none.is_empty(), "a filter on a value the dossiers lack matches none");
     }
 
@@ -259,40 +315,58 @@ mod tests {
         s.receive("A", 0, dims);
         let now = DateTime::from_timestamp_micros(10).unwrap();
         let all = [Dim::ProvinceCode, Dim::Channel, Dim::CommuneCode, Dim::AgencyCode];
-        let g = s.overdue(now, &DimFilter::default(), &all);
+        let g = s.overdue(now).grouped(&DimFilter::default(), &all);
         assert_eq!(g[&vec![Some("01".into()), Some("online".into()), Some("00004".into()), None]], 1);
         s.receive("A", 5, d("79"));
-        let g = s.overdue(now, &DimFilter::default(), &all);
+        let g = s.overdue(now).grouped(&DimFilter::default(), &all);
         assert_eq!(g.len(), 1);
         assert_eq!(g[&vec![Some("79".into()), None, None, None]], 1, "a re-receipt replaces");
         assert_eq!(s.len(), 1);
     }
 
-    /// The due index agrees with a scan whatever the order of receipts, finishes,
-    /// re-receipts and questions.
+    /// The due index agrees with a scan, for every grouping and filter, whatever the
+    /// order of receipts, finishes, re-receipts and questions, and when the clock goes
+    /// back a little (answered as of the last question) or a lot (rebuilt).
     #[test]
     fn the_due_index_equals_a_scan() {
         use proptest::prelude::*;
         let op = prop_oneof![
-            (0u8..20, 0i64..100, 0u8..3).prop_map(|(id, due, p)| (0u8, id, due, p)),
-            (0u8..20).prop_map(|id| (1u8, id, 0, 0)),
-            (0i64..120).prop_map(|now| (2u8, 0, now, 0)),
+            (0u8..20, 0i64..100, 0u8..3, 0u8..3).prop_map(|(id, due, p, c)| (0u8, id, due, p, c)),
+            (0u8..20).prop_map(|id| (1u8, id, 0, 0, 0)),
+            (0i64..120, 0u8..4).prop_map(|(now, q)| (2u8, 0, now, q, 0)),
         ];
-        proptest!(|(ops in proptest::collection::vec(op, 1..80))| {
+        proptest!(|(ops in proptest::collection::vec(op, 1..80), back in prop::bool::ANY)| {
             let mut s = OpenDossiers::default();
-            for (kind, id, t, p) in ops {
+            let mut asked = i64::MIN;
+            for (kind, id, t, p, c) in ops {
                 let id = format!("D{id}");
                 match kind {
-                    0 => s.receive(&id, t, d(["01", "79", "48"][p as usize])),
+                    0 => {
+                        let mut dims = d(["01", "79", "48"][p as usize]);
+                        dims[Dim::Channel.index()] = ["online", "post", "in_person"].get(c as usize).copied();
+                        s.receive(&id, t, dims)
+                    }
                     1 => s.finish(&id),
                     _ => {
+                        // A clock that only moves forward, or one that may jump back by
+                        // more than the slack (times here are µs, the slack 5 s).
+                        let t = if back { t * 100_000 } else { t };
+                        // A little back is answered as of the last question.
+                        let t = if t < asked && asked - t <= CLOCK_SLACK_US { asked } else { t };
                         let now = DateTime::from_timestamp_micros(t).unwrap();
-                        let scan: HashMap<ScopeKey, u64> = s
-                            .overdue(now, &DimFilter::default(), &[Dim::ProvinceCode])
+                        asked = t;
+                        let by_province: HashMap<ScopeKey, u64> = scan(&s, now, &DimFilter::default(), &[Dim::ProvinceCode])
                             .into_iter()
                             .map(|(k, n)| (k.into_iter().next().flatten(), n))
                             .collect();
-                        prop_assert_eq!(s.overdue_by_province(now), scan);
+                        prop_assert_eq!(s.overdue_by_province(now), by_province);
+                        let (filter, group_by) = match p {
+                            0 => (DimFilter::default(), vec![Dim::Channel]),
+                            1 => (DimFilter(vec![(Dim::Channel, "online".into())]), vec![Dim::ProvinceCode]),
+                            2 => (DimFilter(vec![(Dim::ProvinceCode, "79".into())]), vec![Dim::Channel, Dim::CommuneCode]),
+                            _ => (DimFilter(vec![(Dim::Source, "nope".into())]), vec![]),
+                        };
+                        prop_assert_eq!(s.overdue(now).grouped(&filter, &group_by), scan(&s, now, &filter, &group_by));
                     }
                 }
             }

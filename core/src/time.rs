@@ -106,27 +106,103 @@ pub fn start_of_year(now: DateTime<Utc>) -> DateTime<FixedOffset> {
     vn_midnight(NaiveDate::from_ymd_opt(d.year(), 1, 1).expect("valid"))
 }
 
+/// A period that runs up to now and rolls over at a Vietnam calendar boundary: what a
+/// wall display shows live (CONTRACT.md §7.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LivePeriod {
+    /// Since Vietnam midnight.
+    Today,
+    /// Month to date.
+    Mtd,
+    /// Year to date.
+    Ytd,
+}
+
+impl LivePeriod {
+    pub const ALL: [LivePeriod; 3] = [LivePeriod::Today, LivePeriod::Mtd, LivePeriod::Ytd];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LivePeriod::Today => "today",
+            LivePeriod::Mtd => "mtd",
+            LivePeriod::Ytd => "ytd",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The whole calendar period (day, month or year, Vietnam time) that contains
+    /// `now`: `[start, end)`. Its totals are those up to now, since no event may be
+    /// more than 5 minutes in the future.
+    pub fn range(self, now: DateTime<Utc>) -> (DateTime<FixedOffset>, DateTime<FixedOffset>) {
+        match self {
+            LivePeriod::Today => {
+                let start = start_of_day(now);
+                (start, Bucket::Day.next(start))
+            }
+            LivePeriod::Mtd => {
+                let start = start_of_month(now);
+                (start, Bucket::Month.next(start))
+            }
+            LivePeriod::Ytd => {
+                let start = start_of_year(now);
+                let next = NaiveDate::from_ymd_opt(start.year() + 1, 1, 1).expect("valid");
+                (start, vn_midnight(next))
+            }
+        }
+    }
+}
+
 /// The Vietnam-time year that contains `t`.
 pub fn vn_year(t: DateTime<Utc>) -> i32 {
     t.with_timezone(&vn()).year()
 }
 
+/// Why a period bound was refused.
 #[derive(Debug, Error, PartialEq, Eq)]
-#[error("`{input}` is neither an RFC 3339 timestamp nor a date YYYY-MM-DD")]
-pub struct TimeParseError {
-    pub input: String,
+pub enum PeriodBoundError {
+    #[error("`{input}` is neither an RFC 3339 timestamp nor a date YYYY-MM-DD")]
+    Unparsable { input: String },
+    #[error("`{input}` is outside the supported years: bounds run from 1970-01-01 to before 2200-01-01 (Vietnam time)")]
+    OutOfRange { input: String },
+}
+
+/// The years a period bound may fall in, Vietnam time: from 1970-01-01 00:00 on, and
+/// before 2200-01-01 00:00 (CONTRACT.md §7.1). Every instant in between is a valid
+/// timestamp for Arrow, DataFusion's nanosecond literals and every calendar function.
+pub const PERIOD_YEARS: std::ops::Range<i32> = 1970..2200;
+
+/// The first instant a period bound may be, and the first it may no longer be.
+pub fn period_limits() -> (DateTime<Utc>, DateTime<Utc>) {
+    let midnight = |year| vn_midnight(NaiveDate::from_ymd_opt(year, 1, 1).expect("valid")).to_utc();
+    (midnight(PERIOD_YEARS.start), midnight(PERIOD_YEARS.end))
 }
 
 /// Parses a period bound: an RFC 3339 timestamp, or a date `YYYY-MM-DD` meaning midnight
-/// in Vietnam time.
-pub fn parse_period_bound(s: &str) -> Result<DateTime<FixedOffset>, TimeParseError> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(t);
+/// in Vietnam time. Bounds outside [`PERIOD_YEARS`] are refused, before any calendar
+/// arithmetic could overflow on them.
+pub fn parse_period_bound(s: &str) -> Result<DateTime<Utc>, PeriodBoundError> {
+    let t = if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        t.to_utc()
+    } else if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        if !PERIOD_YEARS.contains(&d.year()) {
+            return Err(PeriodBoundError::OutOfRange { input: s.to_string() });
+        }
+        vn_midnight(d).to_utc()
+    } else {
+        return Err(PeriodBoundError::Unparsable { input: s.to_string() });
+    };
+    let (first, end) = period_limits();
+    if t < first || t >= end {
+        return Err(PeriodBoundError::OutOfRange { input: s.to_string() });
     }
-    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        return Ok(vn_midnight(d));
-    }
-    Err(TimeParseError { input: s.to_string() })
+    Ok(t)
 }
 
 /// Formats an instant as RFC 3339 in Vietnam time, e.g. `2026-11-23T00:00:00+07:00`.
@@ -188,12 +264,82 @@ mod tests {
     #[test]
     fn period_bounds_accept_rfc3339_and_vietnam_dates() {
         let d = parse_period_bound("2026-01-01").unwrap();
-        assert_eq!(d.to_utc(), utc("2025-12-31T17:00:00Z"));
+        assert_eq!(d, utc("2025-12-31T17:00:00Z"));
         let t = parse_period_bound("2026-01-01T08:00:00Z").unwrap();
-        assert_eq!(t.to_utc(), utc("2026-01-01T08:00:00Z"));
-        assert!(parse_period_bound("yesterday").is_err());
-        assert!(parse_period_bound("2026-13-01").is_err());
-        assert!(parse_period_bound("2026-01-01T08:00:00").is_err(), "offset is required");
+        assert_eq!(t, utc("2026-01-01T08:00:00Z"));
+        for bad in ["yesterday", "2026-13-01", "2026-01-01T08:00:00", "", "2026-1-1x"] {
+            assert_eq!(
+                parse_period_bound(bad),
+                Err(PeriodBoundError::Unparsable { input: bad.into() }),
+                "{bad:?}: an offset is required, dates are YYYY-MM-DD"
+            );
+        }
+    }
+
+    #[test]
+    fn period_bounds_outside_1970_to_2199_vietnam_time_are_refused() {
+        let ok = ["1970-01-01", "1969-12-31T17:00:00Z", "2199-12-31", "2199-12-31T23:59:59.999999+07:00"];
+        for s in ok {
+            assert!(parse_period_bound(s).is_ok(), "{s}");
+        }
+        let out = [
+            "1969-12-31",
+            "1969-12-31T16:59:59Z",
+            "2200-01-01",
+            "2199-12-31T17:00:00Z",
+            "1600-01-01",
+            "2300-01-01",
+            "-262143-01-01",
+            "+262142-12-31",
+            "0000-01-01",
+            "9999-12-31T23:59:59Z",
+            "0001-01-01T00:00:00+23:59",
+        ];
+        for s in out {
+            assert_eq!(parse_period_bound(s), Err(PeriodBoundError::OutOfRange { input: s.into() }), "{s}");
+        }
+        let (first, end) = period_limits();
+        assert_eq!(
+            (fmt_vn(first).as_str(), fmt_vn(end).as_str()),
+            ("1970-01-01T00:00:00+07:00", "2200-01-01T00:00:00+07:00")
+        );
+    }
+
+    #[test]
+    fn live_periods_roll_over_at_vietnam_midnight_month_and_year() {
+        let range = |p: LivePeriod, t: &str| {
+            let (a, b) = p.range(utc(t));
+            (a.to_rfc3339(), b.to_rfc3339())
+        };
+        // 16:59:59Z on 30 November is 23:59:59 in Hanoi; a second later it is December.
+        let before = "2026-11-30T16:59:59Z";
+        let after = "2026-11-30T17:00:00Z";
+        assert_eq!(
+            range(LivePeriod::Today, before),
+            ("2026-11-30T00:00:00+07:00".into(), "2026-12-01T00:00:00+07:00".into())
+        );
+        assert_eq!(
+            range(LivePeriod::Today, after),
+            ("2026-12-01T00:00:00+07:00".into(), "2026-12-02T00:00:00+07:00".into())
+        );
+        assert_eq!(
+            range(LivePeriod::Mtd, before),
+            ("2026-11-01T00:00:00+07:00".into(), "2026-12-01T00:00:00+07:00".into())
+        );
+        assert_eq!(
+            range(LivePeriod::Mtd, after),
+            ("2026-12-01T00:00:00+07:00".into(), "2027-01-01T00:00:00+07:00".into())
+        );
+        assert_eq!(
+            range(LivePeriod::Ytd, after),
+            ("2026-01-01T00:00:00+07:00".into(), "2027-01-01T00:00:00+07:00".into())
+        );
+        assert_eq!(
+            range(LivePeriod::Ytd, "2026-12-31T17:00:00Z"),
+            ("2027-01-01T00:00:00+07:00".into(), "2028-01-01T00:00:00+07:00".into())
+        );
+        assert_eq!(LivePeriod::parse("ytd"), Some(LivePeriod::Ytd));
+        assert_eq!(LivePeriod::parse("week"), None);
     }
 
     #[test]
