@@ -1,8 +1,40 @@
 //! Ingest telemetry: each metric is defined here once, next to the log line that goes
 //! with it. Registered into a registry passed in by the binary (no global registry).
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use tracing::{debug, warn};
+
+/// Distinct values a label fed by input (e.g. `source`) may take (CONTRACT.md §7.2).
+pub const MAX_LABEL_VALUES: usize = 256;
+/// The label value under which everything past [`MAX_LABEL_VALUES`] is counted.
+pub const OTHER_LABEL: &str = "other";
+
+/// The values seen of a label that input chooses: the first [`MAX_LABEL_VALUES`]
+/// distinct ones are kept as they are, every later one is `other`. Prometheus keeps a
+/// series per label value forever, so without a cap a source could grow the
+/// registry (and every scrape) without bound.
+#[derive(Clone, Default)]
+pub struct CappedLabel {
+    seen: Arc<Mutex<HashSet<String>>>,
+}
+
+impl CappedLabel {
+    /// The label value to count `value` under.
+    pub fn get<'a>(&self, value: &'a str) -> &'a str {
+        let mut seen = self.seen.lock().expect("label lock");
+        if seen.contains(value) {
+            return value;
+        }
+        if seen.len() < MAX_LABEL_VALUES {
+            seen.insert(value.to_string());
+            return value;
+        }
+        OTHER_LABEL
+    }
+}
 
 #[derive(Clone)]
 pub struct IngestMetrics {
@@ -14,6 +46,8 @@ pub struct IngestMetrics {
     commit_seconds: Histogram,
     storage_bytes: IntGaugeVec,
     dedupe_ids: IntGauge,
+    /// `source` comes from the events: capped.
+    sources: CappedLabel,
 }
 
 impl IngestMetrics {
@@ -48,6 +82,7 @@ impl IngestMetrics {
                 &["table"],
             )?,
             dedupe_ids: IntGauge::new("ioc_dedupe_ids", "event_id hashes held by the dedupe index")?,
+            sources: CappedLabel::default(),
         };
         registry.register(Box::new(m.ingested.clone()))?;
         registry.register(Box::new(m.duplicates.clone()))?;
@@ -66,11 +101,11 @@ impl IngestMetrics {
     }
 
     pub fn accepted(&self, source: &str, n: u64) {
-        self.ingested.with_label_values(&[source]).inc_by(n);
+        self.ingested.with_label_values(&[self.sources.get(source)]).inc_by(n);
     }
 
     pub fn duplicates(&self, source: &str, n: u64) {
-        self.duplicates.with_label_values(&[source]).inc_by(n);
+        self.duplicates.with_label_values(&[self.sources.get(source)]).inc_by(n);
     }
 
     pub fn rejected(&self, origin: &str, reason: &str, error: &str) {
@@ -94,5 +129,40 @@ impl IngestMetrics {
 
     pub fn dedupe_ids(&self, n: usize) {
         self.dedupe_ids.set(n as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_label_fed_by_input_takes_at_most_256_values_and_the_rest_are_other() {
+        let registry = Registry::new();
+        let m = IngestMetrics::register(&registry).unwrap();
+        for i in 0..3000 {
+            m.accepted(&format!("source-{i}"), 1);
+            m.duplicates(&format!("source-{i}"), 2);
+        }
+        // A value seen before the cap keeps its own series.
+        m.accepted("source-7", 5);
+        for family in registry.gather() {
+            let name = family.name();
+            if name != "ioc_events_ingested_total" && name != "ioc_events_duplicate_total" {
+                continue;
+            }
+            let series: Vec<(String, f64)> = family
+                .get_metric()
+                .iter()
+                .map(|s| (s.get_label()[0].value().to_string(), s.get_counter().get_value()))
+                .collect();
+            assert_eq!(series.len(), MAX_LABEL_VALUES + 1, "{name}: 256 sources and `other`");
+            let per = if name == "ioc_events_duplicate_total" { 2.0 } else { 1.0 };
+            let other = series.iter().find(|(l, _)| l == OTHER_LABEL).map(|(_, v)| *v);
+            assert_eq!(other, Some(per * (3000 - MAX_LABEL_VALUES) as f64), "{name}: nothing is lost");
+            let total: f64 = series.iter().map(|(_, v)| v).sum();
+            let extra = if name == "ioc_events_ingested_total" { 5.0 } else { 0.0 };
+            assert_eq!(total, per * 3000.0 + extra, "{name}");
+        }
     }
 }
