@@ -277,18 +277,20 @@ pub async fn build_context(
 
 /// A session with one table only, over just the files of the snapshot whose time
 /// range (`min_time_us..=max_time_us`) meets `[from_us, to_us)`: the engine's queries
-/// over one period then open only the files that can hold rows of it.
+/// over one period then open only the files that can hold rows of it. `runtime`
+/// carries the query's memory limit.
 pub fn period_context(
     store: &Store,
     snap: &Snapshot,
     table: &str,
     from_us: i64,
     to_us: i64,
+    runtime: Arc<RuntimeEnv>,
 ) -> Result<SessionContext, DataFusionError> {
     let schema = schema::schema_of(table).ok_or_else(|| DataFusionError::Plan(format!("unknown table `{table}`")))?;
     let files: Vec<&DataFile> =
         snap.files(table).iter().filter(|f| f.max_time_us >= from_us && f.min_time_us < to_us).collect();
-    let ctx = new_session(Arc::new(RuntimeEnv::default()));
+    let ctx = new_session(runtime);
     ctx.register_table(table, files_table(store, &files, schema, &ctx.runtime_env())?)?;
     Ok(ctx)
 }

@@ -22,12 +22,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::TimestampMicrosecondType;
 use chrono::{DateTime, Utc};
 use datafusion::common::DFSchema;
 use datafusion::error::DataFusionError;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
@@ -39,10 +42,11 @@ use ioc_core::counters::{
 };
 use ioc_core::event::Family;
 use ioc_core::open_dossiers::OpenDossiers;
-use ioc_core::time::{Bucket, HourBucket, hour_of, hour_start, start_of_month};
+use ioc_core::time::{Bucket, HourBucket, LivePeriod, hour_of, hour_start};
 use ioc_ingest::{CommitListener, Committed, Derive, DeriveError};
 use ioc_storage::{KPI_HOURLY, Publish, Snapshot, Store, family_schema};
 use thiserror::Error;
+use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
 use crate::context::period_context;
@@ -68,6 +72,57 @@ pub enum KpiError {
     Rollup(#[from] RollupError),
     #[error("could not publish the rollup backfill: other writers kept committing")]
     BackfillContention,
+    #[error(
+        "the answer would have {rows} rows, over the limit of {limit}; narrow the period, use a coarser bucket or group by fewer dimensions"
+    )]
+    TooManyRows { rows: usize, limit: usize },
+    #[error("the KPI query ran longer than the {0:?} time limit and was cancelled; narrow the period or the slice")]
+    Timeout(Duration),
+    #[error("the KPI query needed more than the {limit_mib} MiB memory limit and was cancelled: {detail}")]
+    Memory { limit_mib: usize, detail: String },
+}
+
+impl KpiError {
+    /// A stable machine-readable code for the errors a request can cause.
+    pub fn code(&self) -> &'static str {
+        match self {
+            KpiError::UnknownKpi(_) => "not_found",
+            KpiError::UnknownDim(_) | KpiError::DimNotApplicable { .. } => "invalid_dimension",
+            KpiError::TooManyRows { .. } => "too_many_rows",
+            KpiError::Timeout(_) => "query_timeout",
+            KpiError::Memory { .. } => "query_memory_limit",
+            _ => "internal",
+        }
+    }
+}
+
+/// What one KPI answer may cost, as an ad-hoc SQL query may (CONTRACT.md §7.1): the
+/// parts answered with SQL (rollups of dimensions outside the cube, the edge hours of
+/// a period) run under a memory pool of their own, at most `max_concurrent` at once
+/// (the others wait their turn); the whole answer runs under a time limit; and an
+/// answer of more than `max_rows` rows is refused, saying how many it would have had.
+#[derive(Debug, Clone)]
+pub struct KpiLimits {
+    pub memory_bytes: usize,
+    pub timeout: Duration,
+    pub max_rows: usize,
+    pub max_concurrent: usize,
+}
+
+/// Enough for a year by day and province (12,775 rows) several times over.
+pub const DEFAULT_KPI_MAX_ROWS: usize = 100_000;
+
+impl Default for KpiLimits {
+    fn default() -> Self {
+        Self::from_sql(&crate::SqlLimits::default(), DEFAULT_KPI_MAX_ROWS)
+    }
+}
+
+impl KpiLimits {
+    /// The SQL engine's memory, time and concurrency limits, with a row cap of its own.
+    pub fn from_sql(sql: &crate::SqlLimits, max_rows: usize) -> Self {
+        Self { memory_bytes: sql.memory_bytes, timeout: sql.timeout, max_rows, max_concurrent: sql.max_concurrent }
+    }
 }
 
 struct Compiled {
@@ -82,9 +137,21 @@ struct Live {
     open: OpenDossiers,
     /// When the newest commit with events folded in was made.
     as_of: Option<DateTime<Utc>>,
-    /// Running totals of the current month (Vietnam time) for live pushes; created on
-    /// first use and rebuilt from the cube when the month turns.
-    month: Option<PeriodTotals>,
+    /// Running totals of the current day, month and year (Vietnam time) for live
+    /// pushes, by [`LivePeriod::index`]; created on first use and rebuilt from the cube
+    /// when the period turns.
+    periods: [Option<PeriodTotals>; 3],
+}
+
+/// What [`KpiEngine::take_changes`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveChanges {
+    /// The whole calendar period the totals are over.
+    pub period: Period,
+    /// The period is not the one of the last call: every total is in `changed`.
+    pub rolled: bool,
+    /// (KPI index, scope, total) of every total that changed since the last call.
+    pub changed: Vec<(usize, ScopeKey, Count)>,
 }
 
 /// A period `[from, to)`.
@@ -143,6 +210,9 @@ pub struct KpiEngine {
     provinces: Vec<Arc<str>>,
     live: RwLock<Live>,
     store: Store,
+    limits: KpiLimits,
+    /// Bounds the SQL parts of answers running at once.
+    permits: Arc<Semaphore>,
 }
 
 /// The columns of a dossier batch that the open-dossier state needs.
@@ -191,7 +261,48 @@ impl KpiEngine {
             .collect();
         let provinces: Vec<Arc<str>> = units.provinces().iter().map(|p| Arc::from(p.code.as_str())).collect();
         let live = Live { cube: ProvinceCube::new(catalog.len(), provinces.iter().cloned()), ..Default::default() };
-        Ok(Self { catalog, compiled, kpi_index, provinces, live: RwLock::new(live), store })
+        let limits = KpiLimits::default();
+        let permits = Arc::new(Semaphore::new(limits.max_concurrent.max(1)));
+        Ok(Self { catalog, compiled, kpi_index, provinces, live: RwLock::new(live), store, limits, permits })
+    }
+
+    /// Answers under these limits instead of the defaults.
+    pub fn with_limits(mut self, limits: KpiLimits) -> Self {
+        self.permits = Arc::new(Semaphore::new(limits.max_concurrent.max(1)));
+        self.limits = limits;
+        self
+    }
+
+    pub fn limits(&self) -> &KpiLimits {
+        &self.limits
+    }
+
+    /// Runs an answer under the time limit.
+    async fn in_time<T>(&self, work: impl Future<Output = Result<T, KpiError>>) -> Result<T, KpiError> {
+        tokio::time::timeout(self.limits.timeout, work).await.map_err(|_| KpiError::Timeout(self.limits.timeout))?
+    }
+
+    /// A DataFusion runtime for one SQL part of an answer: its own memory pool, no
+    /// spilling to disk.
+    fn runtime(&self) -> Result<Arc<RuntimeEnv>, KpiError> {
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(self.limits.memory_bytes, 1.0)
+            .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
+            .build()?;
+        Ok(Arc::new(runtime))
+    }
+
+    /// Runs one SQL part of an answer: waits for a permit, then runs within the pool.
+    async fn run_limited(&self, ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, KpiError> {
+        let _permit = self.permits.acquire().await.map_err(|_| KpiError::Timeout(self.limits.timeout))?;
+        run(ctx, sql).await.map_err(|e| {
+            let root = e.find_root().to_string();
+            if root.contains("Resources exhausted") || root.contains("ResourcesExhausted") {
+                KpiError::Memory { limit_mib: self.limits.memory_bytes >> 20, detail: root }
+            } else {
+                KpiError::Query(e)
+            }
+        })
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -214,7 +325,7 @@ impl KpiEngine {
         let ((cube, rollups, cube_ms), (open, dossiers, open_ms)) = (cube?, open?);
         // The newest acceptance time: compacted files keep older ones, so not the last.
         let as_of = snap.history.iter().map(|(_, at, _)| *at).max();
-        *self.live.write().expect("live lock") = Live { cube, open, as_of, month: None };
+        *self.live.write().expect("live lock") = Live { cube, open, as_of, periods: Default::default() };
         info!(
             rollups,
             dossiers,
@@ -396,8 +507,8 @@ impl KpiEngine {
         }
         let mut live = self.live.write().expect("live lock");
         live.cube.apply(&rows);
-        if let Some(month) = live.month.as_mut() {
-            month.apply(&rows);
+        for totals in live.periods.iter_mut().flatten() {
+            totals.apply(&rows);
         }
         for (family, batch) in &committed.batches {
             if *family == Family::Dossier {
@@ -414,32 +525,51 @@ impl KpiEngine {
         self.live.read().expect("live lock").as_of
     }
 
-    /// The month (Vietnam time) that contains `now`, and the totals of every ratio KPI
-    /// over it, nationally and per province, that changed since the last call (all of
-    /// them on the first call and when the month turns). Late events in past hours of
-    /// the month change totals too. Exactly what `list` answers for the month, since
-    /// both are sums of the same cube.
-    pub fn take_month_changes(&self, now: DateTime<Utc>) -> (Period, Vec<(usize, ScopeKey, Count)>) {
-        let from = start_of_month(now);
-        let to = Bucket::Month.next(from);
+    /// The live period (day, month or year, Vietnam time) that contains `now`, whether
+    /// it differs from the one of the last call (the period rolled over, or this is
+    /// the first call), and the totals of every ratio KPI over it, nationally and per
+    /// province, that changed since the last call: all of them when it rolled over.
+    /// Late events in past hours of the period change totals too. Exactly what `list`
+    /// answers for the period, since both are sums of the same cube.
+    pub fn take_changes(&self, period: LivePeriod, now: DateTime<Utc>) -> LiveChanges {
+        let (from, to) = period.range(now);
         let hours = hour_of(from.to_utc())..hour_of(to.to_utc());
         let mut live = self.live.write().expect("live lock");
-        if live.month.as_ref().is_none_or(|m| m.hours() != hours) {
-            live.month = Some(PeriodTotals::new(hours, &live.cube));
+        let live = &mut *live;
+        let slot = &mut live.periods[period.index()];
+        let rolled = slot.as_ref().is_none_or(|t| t.hours() != hours);
+        if rolled {
+            *slot = Some(PeriodTotals::new(hours, &live.cube));
         }
-        let changed = live.month.as_mut().map(PeriodTotals::take_changed).unwrap_or_default();
-        (Period { from: from.to_utc(), to: to.to_utc() }, changed)
+        let changed = slot.as_mut().map(PeriodTotals::take_changed).unwrap_or_default();
+        LiveChanges { period: Period { from: from.to_utc(), to: to.to_utc() }, rolled, changed }
     }
 
-    /// One ratio KPI's totals for the month (Vietnam time) that contains `now`, by
-    /// scope (national: `None`), from the running totals, without a scan. `None` until
-    /// [`KpiEngine::take_month_changes`] has set them up for that month.
-    pub fn month_totals(&self, kpi: usize, now: DateTime<Utc>) -> Option<HashMap<ScopeKey, Count>> {
-        let from = start_of_month(now);
-        let hours = hour_of(from.to_utc())..hour_of(Bucket::Month.next(from).to_utc());
+    /// The month to date: [`KpiEngine::take_changes`] for [`LivePeriod::Mtd`].
+    pub fn take_month_changes(&self, now: DateTime<Utc>) -> (Period, Vec<(usize, ScopeKey, Count)>) {
+        let c = self.take_changes(LivePeriod::Mtd, now);
+        (c.period, c.changed)
+    }
+
+    /// One ratio KPI's totals over the live period that contains `now`, by scope
+    /// (national: `None`), from the running totals, without a scan. `None` until
+    /// [`KpiEngine::take_changes`] has set them up for that period.
+    pub fn period_totals(
+        &self,
+        period: LivePeriod,
+        kpi: usize,
+        now: DateTime<Utc>,
+    ) -> Option<HashMap<ScopeKey, Count>> {
+        let (from, to) = period.range(now);
+        let hours = hour_of(from.to_utc())..hour_of(to.to_utc());
         let live = self.live.read().expect("live lock");
-        let month = live.month.as_ref().filter(|m| m.hours() == hours)?;
-        Some(month.all().filter(|(k, _, _)| *k == kpi).map(|(_, scope, c)| (scope.clone(), c)).collect())
+        let totals = live.periods[period.index()].as_ref().filter(|t| t.hours() == hours)?;
+        Some(totals.all().filter(|(k, _, _)| *k == kpi).map(|(_, scope, c)| (scope.clone(), c)).collect())
+    }
+
+    /// The month to date: [`KpiEngine::period_totals`] for [`LivePeriod::Mtd`].
+    pub fn month_totals(&self, kpi: usize, now: DateTime<Utc>) -> Option<HashMap<ScopeKey, Count>> {
+        self.period_totals(LivePeriod::Mtd, kpi, now)
     }
 
     /// The dossiers overdue at `now`, nationally and per province.
@@ -462,6 +592,15 @@ impl KpiEngine {
 
     /// Every KPI's value over a period, optionally for one province.
     pub async fn list(
+        &self,
+        period: Period,
+        province: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<KpiValue>, KpiError> {
+        self.in_time(self.list_all(period, province, now)).await
+    }
+
+    async fn list_all(
         &self,
         period: Period,
         province: Option<&str>,
@@ -494,7 +633,11 @@ impl KpiEngine {
     ) -> Result<(KpiDef, Vec<SeriesRow>), KpiError> {
         let (idx, def) = self.catalog.get(id).ok_or_else(|| KpiError::UnknownKpi(id.to_string()))?;
         self.check_dims(def, q.group_by.iter().copied().chain(q.filter.0.iter().map(|(d, _)| *d)))?;
-        let rows = self.counts(idx, q.period, q.bucket, &q.group_by, &q.filter, now).await?;
+        let rows = self.in_time(self.counts(idx, q.period, q.bucket, &q.group_by, &q.filter, now)).await?;
+        let n = rows.values().filter(|c| !c.is_zero()).count();
+        if n > self.limits.max_rows {
+            return Err(KpiError::TooManyRows { rows: n, limit: self.limits.max_rows });
+        }
         let gauge = matches!(def.kind, KpiKind::Gauge(_));
         let rows = rows
             .into_iter()
@@ -539,10 +682,12 @@ impl KpiEngine {
                 }
                 return Ok(out);
             }
-            let live = self.live.read().expect("live lock");
-            return Ok(live
-                .open
-                .overdue(now, filter, group_by)
+            // Other dimensions: the overdue value tuples are copied out under the lock
+            // (O(distinct tuples), never a walk over every open dossier), and grouped
+            // without holding it.
+            let overdue = self.live.write().expect("live lock").open.overdue(now);
+            return Ok(overdue
+                .grouped(filter, group_by)
                 .into_iter()
                 .map(|(k, n)| ((bucket_key, k), Count::new(n, 0)))
                 .collect());
@@ -619,8 +764,15 @@ impl KpiEngine {
         let (from, to) = (hour_start(hours.start), hour_start(hours.end));
         let sql = rollup_sql(&def.id, Period { from, to }, bucket, group_by, filter);
         let snap = self.store.snapshot();
-        let ctx = period_context(&self.store, &snap, KPI_HOURLY, from.timestamp_micros(), to.timestamp_micros())?;
-        let batches = run(&ctx, &sql).await?;
+        let ctx = period_context(
+            &self.store,
+            &snap,
+            KPI_HOURLY,
+            from.timestamp_micros(),
+            to.timestamp_micros(),
+            self.runtime()?,
+        )?;
+        let batches = self.run_limited(&ctx, &sql).await?;
         let mut out = BTreeMap::new();
         let skip = usize::from(bucket.is_some());
         for b in batches {
@@ -651,9 +803,9 @@ impl KpiEngine {
         let snap = self.store.snapshot();
         let table = def.family().table();
         let (from_us, to_us) = (period.from.timestamp_micros(), period.to.timestamp_micros());
-        let ctx = period_context(&self.store, &snap, table, from_us, to_us)?;
+        let ctx = period_context(&self.store, &snap, table, from_us, to_us, self.runtime()?)?;
         let mut out = Vec::new();
-        for b in run(&ctx, &sql).await? {
+        for b in self.run_limited(&ctx, &sql).await? {
             let n = group_by.len();
             let num = b.column(n).as_primitive::<arrow::datatypes::Int64Type>();
             let den = b.column(n + 1).as_primitive::<arrow::datatypes::Int64Type>();
