@@ -59,10 +59,44 @@ async fn tokens_gate_each_endpoint_by_role() {
             }
         }
     }
-    // Health, readiness and metrics stay open for probes and Prometheus.
-    for path in ["/healthz", "/readyz", "/metrics", "/"] {
+    // Health and readiness stay open for probes, and the page (it asks for a token).
+    for path in ["/healthz", "/readyz", "/"] {
         assert_eq!(client.get(format!("{}{path}", server.base)).send().await.unwrap().status(), 200, "{path}");
     }
+    // Metrics show KPI values: any role's token, as Prometheus sends it (CONTRACT.md §7.2).
+    for (token, want) in
+        [(None, 401), (Some("nope-nope-nope"), 401), (Some("viewer-token-0001"), 200), (Some("ingest-token-0001"), 200)]
+    {
+        let (status, _) = call("GET", "/metrics", token).await;
+        assert_eq!(status, want, "/metrics with {token:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_passes_any_printable_token_percent_encoded_in_the_websocket_url() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let token = "vw+a/b=c%d-41f7:x@y!~";
+    let spec = format!("viewer:{token},admin:admin-token-00001");
+    let server = Server::start(dir.path(), &[], &[("IOC_AUTH_TOKENS", &spec)]).await;
+    // What `encodeURIComponent` makes of it.
+    let encoded: String = percent_encoding::utf8_percent_encode(token, percent_encoding::NON_ALPHANUMERIC).to_string();
+    let url = format!("ws://127.0.0.1:{}/api/v1/ws?token={encoded}", server.port);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("the encoded token is accepted");
+    ws.send(Message::text(json!({"op": "subscribe", "kpis": ["*"], "group_by": null}).to_string())).await.unwrap();
+    let first = loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => break serde_json::from_str::<serde_json::Value>(&t).unwrap(),
+            Some(Ok(_)) => continue,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(first["type"], "snapshot", "{first}");
+    // The same token, one character off, is refused.
+    let url = format!("ws://127.0.0.1:{}/api/v1/ws?token={}", server.port, encoded.replace("41f7", "41f8"));
+    let refused = tokio_tungstenite::connect_async(url).await.expect_err("a wrong token is refused");
+    assert!(refused.to_string().contains("401"), "{refused}");
 }
 
 #[tokio::test]

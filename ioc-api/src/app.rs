@@ -65,23 +65,40 @@ pub fn app(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state((state.clone(), Permission::Read), require));
     let sql = Router::new()
         .route("/api/v1/sql", post(sql::run))
+        .layer(DefaultBodyLimit::max(sql::BODY_LIMIT))
         .route_layer(middleware::from_fn_with_state((state.clone(), Permission::Sql), require));
     let ingest = Router::new()
         .route("/api/v1/events", post(events::post))
         .layer(DefaultBodyLimit::max(state.body_limit_bytes))
         .route_layer(middleware::from_fn_with_state((state.clone(), Permission::Ingest), require));
+    // Prometheus sends a token like any client: KPI values are on /metrics too.
+    let metrics = Router::new()
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state((state.clone(), Permission::Metrics), require));
     Router::new()
         .merge(read)
         .merge(sql)
         .merge(ingest)
+        .merge(metrics)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .route("/", get(dashboard::index))
         .route("/{file}", get(dashboard::asset))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(catch_panics))
+        .layer(middleware::map_response(json_errors))
         .with_state(state)
+}
+
+/// The `token` query parameter, percent-decoded (browsers cannot set headers on
+/// websockets and page loads, and encode the token in the URL). A `+` stays a `+`:
+/// tokens never contain spaces, so it is not read as one.
+pub fn query_token(query: &str) -> Option<String> {
+    query.split('&').find_map(|kv| {
+        let value = kv.strip_prefix("token=")?;
+        percent_encoding::percent_decode_str(value).decode_utf8().ok().map(|t| t.into_owned())
+    })
 }
 
 /// The principal, when the request carries a valid token (or no tokens are configured).
@@ -94,8 +111,7 @@ fn principal(state: &AppState, headers: &HeaderMap, query: Option<&str>) -> Resu
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim);
-    // Browsers cannot set headers on websockets and page loads: `?token=` is accepted.
-    let from_query = query.and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")).map(|t| t.to_string()));
+    let from_query = query.and_then(query_token);
     let presented = bearer
         .map(str::to_string)
         .or(from_query)
@@ -151,6 +167,75 @@ async fn metrics(State(state): State<AppState>) -> Response {
     match TextEncoder::new().encode(&state.registry.gather(), &mut buf) {
         Ok(()) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], buf).into_response(),
         Err(e) => ApiError::internal(format!("could not encode metrics: {e}")).into_response(),
+    }
+}
+
+/// Every answer that is not a success is the contract's JSON error body. Axum's own
+/// rejections (a query string that does not parse, a websocket request without
+/// upgrade, a body over a limit, ...) answer plain text: they are rewritten here with
+/// their status, their headers (`allow`, `retry-after`, ...) and their message.
+async fn json_errors(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    // Rejection texts are one line; anything longer is not ours to echo.
+    let text = axum::body::to_bytes(body, 4096).await.map(|b| String::from_utf8_lossy(&b).trim().to_string());
+    let message = match text {
+        Ok(t) if !t.is_empty() => t,
+        _ => status.canonical_reason().unwrap_or("error").to_lowercase(),
+    };
+    let mut out = ApiError::new(status, error_code(status), message).into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
+/// The error code for a status that no handler chose a code for.
+fn error_code(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::REQUEST_TIMEOUT => "request_timeout",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::URI_TOO_LONG => "uri_too_long",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "invalid_body",
+        StatusCode::TOO_MANY_REQUESTS => "too_many_requests",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        s if s.is_client_error() => "bad_request",
+        _ => "internal",
+    }
+}
+
+/// A handler that panics is a bug; the client still gets a JSON 500 rather than a
+/// dropped connection, and the panic is logged.
+async fn catch_panics(req: Request, next: Next) -> Response {
+    use futures::FutureExt;
+    let path = req.uri().path().to_string();
+    match std::panic::AssertUnwindSafe(next.run(req)).catch_unwind().await {
+        Ok(resp) => resp,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(path, panic = what, "a request handler panicked");
+            ApiError::internal("the server failed while answering this request; the fault is logged").into_response()
+        }
     }
 }
 

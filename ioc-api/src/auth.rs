@@ -44,6 +44,7 @@ impl Role {
                 | (Role::Viewer | Role::Analyst, Permission::Read)
                 | (Role::Analyst, Permission::Sql)
                 | (Role::Ingest, Permission::Ingest)
+                | (_, Permission::Metrics)
         )
     }
 }
@@ -57,6 +58,8 @@ pub enum Permission {
     Sql,
     /// Posting events.
     Ingest,
+    /// `/metrics`: any valid token (Prometheus scrapes with one).
+    Metrics,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -69,6 +72,8 @@ pub enum TokenError {
     Empty { name: String },
     #[error("token `{name}`: province `{province}` is not 2 digits")]
     Province { name: String, province: String },
+    #[error("token `{name}` has a character that cannot travel in an HTTP header: use printable ASCII without spaces")]
+    Characters { name: String },
 }
 
 #[derive(Clone)]
@@ -95,6 +100,11 @@ impl Token {
     pub fn new(name: String, role: Role, province: Option<String>, secret: String) -> Result<Self, TokenError> {
         if secret.is_empty() {
             return Err(TokenError::Empty { name });
+        }
+        // Any printable ASCII but spaces (CONTRACT.md §7.2): what a bearer header and a
+        // percent-encoded `?token=` carry unchanged.
+        if !secret.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(TokenError::Characters { name });
         }
         if let Some(p) = &province
             && !ioc_core::admin::is_digits(p, 2)
@@ -167,6 +177,12 @@ mod tests {
         assert_eq!(parse_tokens("viewer").unwrap_err(), TokenError::Shape { index: 1 });
         assert!(matches!(parse_tokens("viewer:").unwrap_err(), TokenError::Empty { .. }));
         assert!(parse_tokens("viewer:short").unwrap()[0].is_weak());
+        // Any printable ASCII but `,` (the separator) and spaces.
+        let odd = parse_tokens("viewer:vw+a/b=c%d-41f7:x@y!~\"'").unwrap();
+        assert_eq!(authenticate(&odd, "vw+a/b=c%d-41f7:x@y!~\"'").map(|p| p.role), Some(Role::Viewer));
+        for bad in ["viewer:with space", "viewer:tab\there", "viewer:đồng-token"] {
+            assert!(matches!(parse_tokens(bad), Err(TokenError::Characters { .. })), "{bad}");
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ioc_query::SqlLimits;
+use ioc_query::{KpiLimits, SqlLimits};
 use serde::Deserialize;
 use thiserror::Error;
 
@@ -43,6 +43,8 @@ pub struct FileConfig {
     pub tokens: Vec<FileToken>,
     #[serde(default)]
     pub sql: FileSql,
+    #[serde(default)]
+    pub kpi: FileKpi,
     #[serde(default)]
     pub ws: FileWs,
     #[serde(default)]
@@ -99,6 +101,13 @@ pub struct FileSql {
     pub max_cross_join_rows: Option<u64>,
 }
 
+/// KPI answers share the SQL engine's memory, time and concurrency limits.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileKpi {
+    pub max_rows: Option<usize>,
+}
+
 impl FileConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
@@ -125,6 +134,7 @@ pub struct Overrides {
     pub sql_memory_limit_mb: Option<usize>,
     pub sql_timeout_secs: Option<u64>,
     pub sql_max_rows: Option<usize>,
+    pub kpi_max_rows: Option<usize>,
     pub ws_ping_interval_secs: Option<u64>,
     pub ws_timeout_secs: Option<u64>,
     pub alert_rules: Option<PathBuf>,
@@ -194,6 +204,7 @@ pub struct Settings {
     pub dedupe_window_days: u32,
     pub tokens: Vec<Token>,
     pub sql: SqlLimits,
+    pub kpi: KpiLimits,
     pub ws: WsSettings,
     pub alerts: AlertSettings,
     pub compaction: CompactionSettings,
@@ -270,6 +281,14 @@ impl Settings {
         if sql.memory_bytes == 0 || sql.timeout.is_zero() || sql.max_rows == 0 || sql.max_concurrent == 0 {
             return Err(ConfigError::Invalid { key: "sql", message: "SQL limits must be positive".into() });
         }
+        let kpi_max_rows = o.kpi_max_rows.or(f.kpi.max_rows).unwrap_or(ioc_query::kpi::DEFAULT_KPI_MAX_ROWS);
+        if kpi_max_rows == 0 {
+            return Err(ConfigError::Invalid {
+                key: "--kpi-max-rows / IOC_KPI_MAX_ROWS / kpi.max_rows",
+                message: "must be positive".into(),
+            });
+        }
+        let kpi = KpiLimits::from_sql(&sql, kpi_max_rows);
         let secs = |key: &'static str, v: Option<u64>, default: u64| -> Result<Duration, ConfigError> {
             match v.unwrap_or(default) {
                 0 => Err(ConfigError::Invalid { key, message: "must be at least 1 second".into() }),
@@ -328,6 +347,7 @@ impl Settings {
             dedupe_window_days,
             tokens,
             sql,
+            kpi,
             ws,
             alerts,
             compaction,

@@ -51,9 +51,12 @@ impl From<KpiError> for ApiError {
     fn from(e: KpiError) -> Self {
         match e {
             KpiError::UnknownKpi(_) => ApiError::not_found(e.to_string()),
-            KpiError::UnknownDim(_) | KpiError::DimNotApplicable { .. } => {
-                ApiError::bad_request("invalid_dimension", e.to_string())
-            }
+            // What the client asked for decides these: a narrower question is answered.
+            KpiError::UnknownDim(_)
+            | KpiError::DimNotApplicable { .. }
+            | KpiError::TooManyRows { .. }
+            | KpiError::Timeout(_)
+            | KpiError::Memory { .. } => ApiError::bad_request(e.code(), e.to_string()),
             KpiError::Compile { .. }
             | KpiError::Query(_)
             | KpiError::Storage(_)

@@ -25,16 +25,19 @@ pub fn period(params: &HashMap<String, String>, now: DateTime<Utc>) -> Result<Pe
     let bound = |key: &str, default: DateTime<Utc>| -> Result<DateTime<Utc>, ApiError> {
         match params.get(key) {
             None => Ok(default),
-            Some(s) => parse_period_bound(s)
-                .map(|t| t.to_utc())
-                .map_err(|e| ApiError::bad_request("invalid_period", format!("`{key}`: {e}"))),
+            Some(s) => {
+                parse_period_bound(s).map_err(|e| ApiError::bad_request("invalid_period", format!("`{key}`: {e}")))
+            }
         }
     };
     let month = start_of_month(now);
     let from = bound("from", month.to_utc())?;
     let to = bound("to", Bucket::Month.next(month).to_utc())?;
     if from >= to {
-        return Err(ApiError::bad_request("invalid_period", "`from` must be before `to`"));
+        return Err(ApiError::bad_request(
+            "invalid_period",
+            format!("`from` ({}) must be before `to` ({})", fmt_vn(from), fmt_vn(to)),
+        ));
     }
     Ok(Period { from, to })
 }

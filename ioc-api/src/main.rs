@@ -95,6 +95,10 @@ struct Common {
     /// Row cap per SQL query [default: 10000].
     #[arg(long, env = "IOC_SQL_MAX_ROWS")]
     sql_max_rows: Option<usize>,
+    /// Row cap per KPI series answer; larger answers are refused with `too_many_rows`
+    /// [default: 100000].
+    #[arg(long, env = "IOC_KPI_MAX_ROWS")]
+    kpi_max_rows: Option<usize>,
     /// Seconds between websocket pings [default: 15].
     #[arg(long, env = "IOC_WS_PING_INTERVAL_SECS")]
     ws_ping_interval_secs: Option<u64>,
@@ -235,6 +239,7 @@ fn settings(c: &Common) -> Result<Settings, ConfigError> {
         sql_memory_limit_mb: c.sql_memory_limit_mb,
         sql_timeout_secs: c.sql_timeout_secs,
         sql_max_rows: c.sql_max_rows,
+        kpi_max_rows: c.kpi_max_rows,
         ws_ping_interval_secs: c.ws_ping_interval_secs,
         ws_timeout_secs: c.ws_timeout_secs,
         alert_rules: c.alert_rules.clone(),

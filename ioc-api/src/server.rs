@@ -15,6 +15,7 @@ use ioc_query::context::admin_units_table;
 use ioc_query::{KpiEngine, SqlEngine};
 use ioc_storage::Store;
 use prometheus::Registry;
+use std::thread::JoinHandle;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -67,13 +68,10 @@ pub fn load_catalog(path: Option<&PathBuf>) -> Result<Catalog, ConfigError> {
         .map_err(|e| ConfigError::Invalid { key: "--catalog / IOC_CATALOG / catalog", message: e.to_string() })
 }
 
-/// Runs until `shutdown` resolves, then stops accepting, finishes in-flight requests,
-/// and waits for the last commit.
-pub async fn run(
-    settings: Settings,
-    mode: Mode,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ServerError> {
+/// The state every handler shares, built from the settings: the store opened, the KPI
+/// state rebuilt, the writer thread started (join its handle after every
+/// [`Ingestor`] is dropped). Nothing listens yet; [`run`] serves it.
+pub fn build(settings: &Settings, stop: watch::Receiver<bool>) -> Result<(AppState, JoinHandle<()>), ServerError> {
     settings.check_bind_safety()?;
     for t in settings.tokens.iter().filter(|t| t.is_weak()) {
         warn!(token = %t.name, "token is shorter than 16 characters; use long random tokens");
@@ -84,10 +82,9 @@ pub async fn run(
         .map_err(|source| ServerError::Io { what: format!("data dir {}", settings.data_dir.display()), source })?;
     let writer = format!("w{}x{}", std::process::id(), Utc::now().timestamp_millis());
     let store = Store::open(settings.data_dir.join("store"), writer)?;
-    let (stop_tx, stop_rx) = watch::channel(false);
     let _ = store.orphans()?;
     let admin = admin_units_table(&units);
-    let kpis = Arc::new(KpiEngine::new(catalog.clone(), store.clone(), &units)?);
+    let kpis = Arc::new(KpiEngine::new(catalog.clone(), store.clone(), &units)?.with_limits(settings.kpi.clone()));
     // Stores written before rollups existed get them once, before the KPI state is
     // rebuilt from them.
     kpis.backfill_rollups(Utc::now())?;
@@ -114,28 +111,51 @@ pub async fn run(
     let hub = Arc::new(Hub::new(4096));
     let alerts = Arc::new(
         AlertEngine::open(&settings.alerts, kpis.catalog(), &units, &settings.data_dir, &registry)?
-            .with_webhook(stop_rx.clone()),
+            .with_webhook(stop.clone()),
     );
     let ws_metrics = WsMetrics::register(&registry)?;
-    let maintenance_metrics = MaintenanceMetrics::register(&registry)?;
     let state = AppState {
         store: store.clone(),
-        units: units.clone(),
-        ingestor: ingestor.clone(),
-        kpis: kpis.clone(),
-        sql: SqlEngine::new(store.clone(), admin, settings.sql.clone()).with_audit(audit).with_catalog(catalog),
+        units,
+        ingestor,
+        kpis,
+        sql: SqlEngine::new(store, admin, settings.sql.clone()).with_audit(audit).with_catalog(catalog),
         registry,
         tokens: Arc::new(settings.tokens.clone()),
         body_limit_bytes: settings.body_limit_bytes,
         requests: Arc::new(AtomicU64::new(0)),
-        kafka: kafka_metrics.clone(),
+        kafka: kafka_metrics,
         boot_id: format!("{:x}", Utc::now().timestamp_millis()),
-        hub: hub.clone(),
-        alerts: alerts.clone(),
+        hub,
+        alerts,
         ws: settings.ws,
-        ws_metrics: ws_metrics.clone(),
-        shutdown: stop_rx.clone(),
+        ws_metrics,
+        shutdown: stop,
     };
+    Ok((state, writer_thread))
+}
+
+/// Runs until `shutdown` resolves, then stops accepting, finishes in-flight requests,
+/// and waits for the last commit.
+pub async fn run(
+    settings: Settings,
+    mode: Mode,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (state, writer_thread) = build(&settings, stop_rx.clone())?;
+    let maintenance_metrics = MaintenanceMetrics::register(&state.registry)?;
+    let (store, ingestor, kpis, hub, alerts, units) = (
+        state.store.clone(),
+        state.ingestor.clone(),
+        state.kpis.clone(),
+        state.hub.clone(),
+        state.alerts.clone(),
+        state.units.clone(),
+    );
+    let (kafka_metrics, ws_metrics) = (state.kafka.clone(), state.ws_metrics.clone());
+    // The live values exist before the first websocket asks for a snapshot.
+    hub.tick(&kpis, Utc::now(), true);
 
     let listener = TcpListener::bind(settings.http)
         .await

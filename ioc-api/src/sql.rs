@@ -2,8 +2,9 @@
 //! and applies the caller's row security.
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Extension, State};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
@@ -21,12 +22,23 @@ struct SqlRequest {
     sql: String,
 }
 
+/// Largest `POST /api/v1/sql` body: far above any statement a person writes.
+pub const BODY_LIMIT: usize = 2 << 20;
+
 pub async fn run(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let body = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body is over the {BODY_LIMIT}-byte limit for a SQL statement"),
+        ),
+        status => ApiError::new(status, "bad_body", e.body_text()),
+    })?;
     let req: SqlRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("bad_body", format!("expected {{\"sql\": \"...\"}}: {e}")))?;
     let out = state.sql.run(&caller(&who, "http"), &req.sql).await?;

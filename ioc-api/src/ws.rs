@@ -18,9 +18,10 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Extension, State};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use ioc_core::catalog::{Catalog, KpiKind};
@@ -36,6 +37,7 @@ use tracing::debug;
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::config::WsSettings;
+use crate::error::ApiError;
 use crate::kpis::kpi_json;
 use crate::live::{KpiUpdate, Push, Tick, UpdateKey, scope_json};
 
@@ -87,8 +89,15 @@ impl WsMetrics {
 pub async fn handler(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(e) => {
+            let message = format!("{}; this endpoint is a websocket (send `Upgrade: websocket`)", e.body_text());
+            return ApiError::new(e.status(), "websocket_upgrade_required", message).into_response();
+        }
+    };
     ws.on_upgrade(move |socket: WebSocket| async move {
         let (sink, stream) = socket.split();
         state.ws_metrics.clients.inc();

@@ -163,9 +163,16 @@ impl Server {
         v["rows"][0][0].as_i64().unwrap_or_else(|| panic!("{sql}: {v}"))
     }
 
+    /// The `/metrics` page (with the server's token, when it has one).
+    pub async fn metrics_text(&self) -> String {
+        let r = self.auth(self.client.get(format!("{}/metrics", self.base))).send().await.unwrap();
+        assert!(r.status().is_success(), "GET /metrics: {}", r.status());
+        r.text().await.unwrap()
+    }
+
     /// Asserts that `/metrics` exposes every named metric.
     pub async fn assert_metrics(&self, names: &[&str]) {
-        let text = self.client.get(format!("{}/metrics", self.base)).send().await.unwrap().text().await.unwrap();
+        let text = self.metrics_text().await;
         for name in names {
             assert!(text.contains(name), "{name} missing from /metrics");
         }
@@ -173,10 +180,23 @@ impl Server {
 
     /// The sum of every sample of a metric in `/metrics` (0 when absent).
     pub async fn metric(&self, name: &str) -> f64 {
-        let text = self.client.get(format!("{}/metrics", self.base)).send().await.unwrap().text().await.unwrap();
+        let text = self.metrics_text().await;
         text.lines()
             .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with([' ', '{'])))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// The sum of the samples of a metric whose labels include every `key="value"`
+    /// pair in `labels` (0 when absent), e.g.
+    /// `metric_where("ioc_kafka_rebalances_total", &[("kind", "revoke")])`.
+    pub async fn metric_where(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let text = self.metrics_text().await;
+        text.lines()
+            .filter_map(|l| l.strip_prefix(name)?.strip_prefix('{'))
+            .filter_map(|rest| rest.split_once('}'))
+            .filter(|(set, _)| labels.iter().all(|(k, v)| set.split(',').any(|pair| pair == format!("{k}=\"{v}\""))))
+            .filter_map(|(_, value)| value.trim().parse::<f64>().ok())
             .sum()
     }
 
