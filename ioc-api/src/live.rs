@@ -1,11 +1,18 @@
 //! The live hub: KPI changes are computed once, every 250 ms, and shared by every
 //! websocket connection (`broadcast`); alert state changes are shared the same way.
 //!
-//! The values are those of `GET /api/v1/kpis` for its default period, the current
-//! month in Vietnam time, nationally and per province. They come from running totals
-//! that the KPI engine keeps as commits arrive, so a tick costs what changed, not a
-//! scan of the month. A late event in a past hour of the month changes the totals of
-//! the scopes it touches, and the corrected values are pushed like any other change.
+//! The values are those of `GET /api/v1/kpis` over the live periods of CONTRACT.md
+//! §7.3, today, the month and the year to date in Vietnam time, nationally and per
+//! province. They come from running totals that the KPI engine keeps as commits
+//! arrive, so a tick costs what changed, not a scan of the period. A late event in a
+//! past hour of a period changes the totals of the scopes it touches, and the
+//! corrected values are pushed like any other change.
+//!
+//! When a period rolls over (Vietnam midnight, a new month, a new year), the hub
+//! replaces that period's values with the new period's totals, and only then tells
+//! the connections (`Push::Rollover`), which answer with a fresh snapshot: no value of
+//! the old period is ever shown as the new one's. The `overdue_open` gauge is "now"
+//! in every period.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -14,7 +21,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use ioc_core::catalog::KpiKind;
 use ioc_core::counters::ScopeKey;
-use ioc_query::KpiEngine;
+use ioc_core::time::LivePeriod;
+use ioc_query::{KpiEngine, Period};
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, watch};
 
@@ -84,8 +92,10 @@ pub type UpdateKey = (Arc<str>, ScopeKey);
 /// What the hub fans out.
 #[derive(Debug, Clone)]
 pub enum Push {
-    /// Every value that changed in one tick.
+    /// Every value that changed in one tick, for one live period or for the gauges.
     Tick(Arc<Tick>),
+    /// A live period rolled over: the hub's values of it are the new period's now.
+    Rollover(LivePeriod, Period),
     /// An alert state change, as `GET /api/v1/alerts` shows it.
     Alert(Arc<Value>),
 }
@@ -94,6 +104,9 @@ pub enum Push {
 /// scopes it watches (a provincial display at 15 values, not 525).
 #[derive(Debug, Default)]
 pub struct Tick {
+    /// The live period and its range the values are over; `None` for gauges, which
+    /// are the same in every period.
+    pub period: Option<(LivePeriod, Period)>,
     pub national: Vec<Arc<KpiUpdate>>,
     pub provinces: HashMap<Arc<str>, Vec<Arc<KpiUpdate>>>,
 }
@@ -111,32 +124,38 @@ impl Tick {
     }
 }
 
+/// The newest values of one live period, and which period they are of.
+#[derive(Debug, Default)]
+struct PeriodValues {
+    period: Option<Period>,
+    values: HashMap<UpdateKey, Arc<KpiUpdate>>,
+}
+
 /// The hub; cheap to share.
 pub struct Hub {
     tx: broadcast::Sender<Push>,
-    latest: RwLock<HashMap<UpdateKey, Arc<KpiUpdate>>>,
+    /// By [`LivePeriod::index`].
+    periods: [RwLock<PeriodValues>; 3],
+    gauges: RwLock<HashMap<UpdateKey, Arc<KpiUpdate>>>,
 }
 
 impl Hub {
     /// `capacity` bounds what a slow receiver can lag behind before it must catch up
     /// from [`Hub::latest`].
     pub fn new(capacity: usize) -> Self {
-        Self { tx: broadcast::channel(capacity).0, latest: RwLock::new(HashMap::new()) }
+        Self { tx: broadcast::channel(capacity).0, periods: Default::default(), gauges: RwLock::default() }
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Push> {
         self.tx.subscribe()
     }
 
-    /// The newest value of every KPI and scope, for a receiver that lagged behind.
-    pub fn latest(&self) -> Vec<Arc<KpiUpdate>> {
-        self.latest.read().expect("hub lock").values().cloned().collect()
-    }
-
-    fn publish(&self, tick: &mut Tick, update: KpiUpdate) {
-        let update = Arc::new(update);
-        self.latest.write().expect("hub lock").insert(update.key(), update.clone());
-        tick.push(update);
+    /// The newest value of every KPI and scope in a live period, gauges included, and
+    /// the period they are of (`None` before the first tick).
+    pub fn latest(&self, period: LivePeriod) -> (Option<Period>, Vec<Arc<KpiUpdate>>) {
+        let p = self.periods[period.index()].read().expect("hub lock");
+        let gauges = self.gauges.read().expect("hub lock");
+        (p.period, p.values.values().chain(gauges.values()).cloned().collect())
     }
 
     pub fn publish_alert(&self, alert: Value) {
@@ -149,29 +168,50 @@ impl Hub {
     pub fn tick(&self, kpis: &KpiEngine, now: DateTime<Utc>, gauges: bool) {
         let catalog = kpis.catalog();
         let as_of = kpis.as_of().unwrap_or(now);
-        let (_, changed) = kpis.take_month_changes(now);
-        let mut tick = Tick::default();
-        for (idx, scope, count) in changed {
-            let def = &catalog.kpis()[idx];
-            self.publish(
-                &mut tick,
-                KpiUpdate::new(
-                    def.id.as_str().into(),
-                    scope,
-                    count.ratio(),
-                    count.numerator,
-                    Some(count.denominator),
-                    as_of,
-                ),
-            );
+        for period in LivePeriod::ALL {
+            let changes = kpis.take_changes(period, now);
+            let mut tick = Tick { period: Some((period, changes.period)), ..Tick::default() };
+            {
+                let mut values = self.periods[period.index()].write().expect("hub lock");
+                if changes.rolled {
+                    *values = PeriodValues { period: Some(changes.period), values: HashMap::new() };
+                }
+                for (idx, scope, count) in changes.changed {
+                    let def = &catalog.kpis()[idx];
+                    let u = Arc::new(KpiUpdate::new(
+                        def.id.as_str().into(),
+                        scope,
+                        count.ratio(),
+                        count.numerator,
+                        Some(count.denominator),
+                        as_of,
+                    ));
+                    values.values.insert(u.key(), u.clone());
+                    tick.push(u);
+                }
+            }
+            // No receivers is fine: nobody is watching. A rollover is announced only
+            // once the new period's values are in place; its snapshot carries them.
+            if changes.rolled {
+                let _ = self.tx.send(Push::Rollover(period, changes.period));
+            } else if !tick.is_empty() {
+                let _ = self.tx.send(Push::Tick(Arc::new(tick)));
+            }
         }
-        for def in catalog.kpis().iter().filter(|d| gauges && matches!(d.kind, KpiKind::Gauge(_))) {
+        if gauges {
+            self.tick_gauges(kpis, now);
+        }
+    }
+
+    /// Recounts the gauges and pushes those that changed.
+    fn tick_gauges(&self, kpis: &KpiEngine, now: DateTime<Utc>) {
+        let mut tick = Tick::default();
+        for def in kpis.catalog().kpis().iter().filter(|d| matches!(d.kind, KpiKind::Gauge(_))) {
             let id: Arc<str> = def.id.as_str().into();
             let now_counts: HashMap<ScopeKey, u64> = kpis.overdue_by_scope(now).into_iter().collect();
-            let before: Vec<(ScopeKey, u64)> = {
-                let latest = self.latest.read().expect("hub lock");
-                latest.values().filter(|u| u.id == id).map(|u| (u.scope.clone(), u.numerator)).collect()
-            };
+            let mut latest = self.gauges.write().expect("hub lock");
+            let before: Vec<(ScopeKey, u64)> =
+                latest.values().filter(|u| u.id == id).map(|u| (u.scope.clone(), u.numerator)).collect();
             // Scopes that were counted before and have no overdue dossier now go to 0.
             let mut scopes: Vec<(ScopeKey, u64)> = now_counts.clone().into_iter().collect();
             for (scope, _) in &before {
@@ -183,11 +223,12 @@ impl Hub {
                 if before.iter().any(|(s, m)| *s == scope && *m == n) {
                     continue;
                 }
-                self.publish(&mut tick, KpiUpdate::new(id.clone(), scope, Some(n as f64), n, None, now));
+                let u = Arc::new(KpiUpdate::new(id.clone(), scope, Some(n as f64), n, None, now));
+                latest.insert(u.key(), u.clone());
+                tick.push(u);
             }
         }
         if !tick.is_empty() {
-            // No receivers is fine: nobody is watching.
             let _ = self.tx.send(Push::Tick(Arc::new(tick)));
         }
     }
@@ -216,8 +257,128 @@ impl Hub {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use std::collections::BTreeMap;
+
+    use ioc_core::{AdminUnits, Catalog};
+    use ioc_ingest::pipeline::{self, PipelineConfig};
+    use ioc_ingest::{IngestMetrics, Origin, Record};
+    use ioc_storage::Store;
+
+    pub(crate) fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().to_utc()
+    }
+
+    /// `n` periodic reports at `at`, `on_system` of them on the reporting system.
+    pub(crate) fn reports(tag: &str, n: usize, on_system: usize, at: &str) -> Vec<Record> {
+        (0..n)
+            .map(|i| {
+                let e = json!({"event_id": format!("{tag}-{i}"), "type": "report.submitted", "occurred_at": at,
+                    "source": "bc-hanoi", "agency_code": "000.00.00.H01", "level": "province", "province_code": "01",
+                    "report_id": format!("{tag}-{i}"), "via_system": i < on_system});
+                Record::new(e.to_string().into_bytes(), Origin::Simulator)
+            })
+            .collect()
+    }
+
+    /// A KPI engine over a fresh store holding `records`.
+    fn engine_with(records: Vec<Record>) -> (tempfile::TempDir, Arc<KpiEngine>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "t").unwrap();
+        let units = Arc::new(AdminUnits::builtin());
+        let kpis = Arc::new(KpiEngine::new(Arc::new(Catalog::builtin()), store.clone(), &units).unwrap());
+        let (ingestor, writer) = pipeline::start(
+            store.clone(),
+            &store.snapshot(),
+            units,
+            Some(kpis.clone()),
+            vec![kpis.clone()],
+            IngestMetrics::unregistered(),
+            PipelineConfig::default(),
+        )
+        .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let out = rt.block_on(ingestor.submit(records, BTreeMap::new())).unwrap();
+        assert!(out.rejected.is_empty(), "{:?}", out.rejected);
+        drop(ingestor);
+        writer.join().unwrap();
+        (dir, kpis)
+    }
+
+    fn report_rate(hub: &Hub, p: LivePeriod) -> (Option<Period>, Option<(u64, Option<u64>)>) {
+        let (period, values) = hub.latest(p);
+        let v = values.iter().find(|u| &*u.id == "report_online_rate" && u.scope.is_none());
+        (period, v.map(|u| (u.numerator, u.denominator)))
+    }
+
+    fn pushes(rx: &mut broadcast::Receiver<Push>) -> Vec<Push> {
+        std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    }
+
+    #[test]
+    fn at_a_rollover_the_new_periods_totals_replace_the_old_before_it_is_announced() {
+        // 23:59 on New Year's Eve, Vietnam time: the day, the month and the year end.
+        let (_dir, kpis) = engine_with(reports("r", 40, 30, "2025-12-31T23:59:00+07:00"));
+        let hub = Hub::new(64);
+        hub.tick(&kpis, t("2025-12-31T23:59:59+07:00"), true);
+        for (p, from) in [
+            (LivePeriod::Today, "2025-12-31T00:00:00+07:00"),
+            (LivePeriod::Mtd, "2025-12-01T00:00:00+07:00"),
+            (LivePeriod::Ytd, "2025-01-01T00:00:00+07:00"),
+        ] {
+            let (period, value) = report_rate(&hub, p);
+            assert_eq!(period.map(|q| q.from), Some(t(from)), "{p:?}");
+            assert_eq!(value, Some((30, Some(40))), "{p:?}");
+        }
+
+        let mut rx = hub.subscribe();
+        let midnight = t("2026-01-01T00:00:00+07:00");
+        hub.tick(&kpis, midnight + chrono::Duration::milliseconds(200), true);
+        let announced: Vec<(LivePeriod, DateTime<Utc>)> = pushes(&mut rx)
+            .into_iter()
+            .filter_map(|p| match p {
+                Push::Rollover(period, range) => Some((period, range.from)),
+                Push::Tick(t) => {
+                    assert!(t.period.is_none(), "no values of a period before its rollover: {t:?}");
+                    None
+                }
+                Push::Alert(_) => None,
+            })
+            .collect();
+        assert_eq!(
+            announced,
+            [(LivePeriod::Today, midnight), (LivePeriod::Mtd, midnight), (LivePeriod::Ytd, midnight)]
+        );
+        for p in LivePeriod::ALL {
+            let (period, value) = report_rate(&hub, p);
+            assert_eq!(period.map(|q| q.from), Some(midnight), "{p:?}");
+            assert_eq!(value, None, "{p:?}: the old period's 40 reports are gone");
+        }
+
+        // A quiet tick in the same periods announces nothing.
+        hub.tick(&kpis, midnight + chrono::Duration::seconds(1), false);
+        assert!(pushes(&mut rx).is_empty());
+    }
+
+    #[test]
+    fn without_a_rollover_only_changed_totals_are_pushed_per_period() {
+        let (_dir, kpis) = engine_with(reports("r", 4, 1, "2026-03-10T09:00:00+07:00"));
+        let hub = Hub::new(64);
+        hub.tick(&kpis, t("2026-03-10T10:00:00+07:00"), false);
+        let mut rx = hub.subscribe();
+        hub.tick(&kpis, t("2026-03-10T10:00:01+07:00"), false);
+        assert!(pushes(&mut rx).is_empty(), "nothing changed");
+        // A day later the day rolls over, the month and the year do not.
+        hub.tick(&kpis, t("2026-03-11T00:00:01+07:00"), false);
+        let got: Vec<String> = pushes(&mut rx).iter().map(|p| format!("{p:?}").chars().take(20).collect()).collect();
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            matches!(hub.latest(LivePeriod::Today), (Some(p), v) if p.from == t("2026-03-11T00:00:00+07:00") && v.is_empty())
+        );
+        assert_eq!(report_rate(&hub, LivePeriod::Mtd).1, Some((1, Some(4))));
+        assert_eq!(report_rate(&hub, LivePeriod::Ytd).1, Some((1, Some(4))));
+    }
 
     #[test]
     fn a_kpi_message_is_the_contracts_json_with_the_connections_seq() {

@@ -1,12 +1,14 @@
 //! `GET /api/v1/ws`: live KPI values and alert changes for wall displays
-//! (CONTRACT.md §3).
+//! (CONTRACT.md §3, §7.3).
 //!
 //! The client subscribes with `{"op": "subscribe", "kpis": ["*"] | [ids], "group_by":
-//! null | "province_code"}`, and may do so again at any time to change what it gets.
-//! Each subscription is answered with a `snapshot`; then `kpi` messages follow as values
-//! change (at most one per KPI and scope per 250 ms: the hub's tick), and `alert`
-//! messages on every alert state change. `seq` counts every message on the connection,
-//! from 1, with no gap.
+//! null | "province_code", "period": "today" | "mtd" | "ytd"}` (`period` defaults to
+//! `mtd`), and may do so again at any time to change what it gets. Each subscription
+//! is answered with a `snapshot` of the period (its `from` and `to` say which); then
+//! `kpi` messages follow as values change (at most one per KPI and scope per 250 ms:
+//! the hub's tick), and `alert` messages on every alert state change. When the period
+//! rolls over, a new `snapshot` of the new period comes before any value of it. `seq`
+//! counts every message on the connection, from 1, with no gap.
 //!
 //! A connection never holds anything up: it reads the hub's broadcast into its own
 //! queue, which keeps only the latest value per KPI and scope (alerts are kept in order,
@@ -26,8 +28,8 @@ use chrono::Utc;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use ioc_core::catalog::{Catalog, KpiKind};
 use ioc_core::counters::{Count, ScopeKey};
-use ioc_core::time::vn_year;
-use ioc_query::KpiValue;
+use ioc_core::time::{LivePeriod, vn_year};
+use ioc_query::{KpiValue, Period};
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -113,6 +115,9 @@ enum ClientMessage {
         kpis: Vec<String>,
         #[serde(default)]
         group_by: Option<String>,
+        /// `today`, `mtd` (the default) or `ytd`.
+        #[serde(default)]
+        period: Option<String>,
     },
 }
 
@@ -124,13 +129,20 @@ struct Subscription {
     by_province: bool,
     /// A province-scoped token sees that province only.
     only_province: Option<String>,
+    /// The live period the values are over.
+    period: LivePeriod,
 }
 
 impl Subscription {
     fn parse(text: &str, catalog: &Catalog, who: &Principal) -> Result<Self, (&'static str, String)> {
         let msg: ClientMessage =
             serde_json::from_str(text).map_err(|e| ("invalid_message", format!("expected a subscribe op: {e}")))?;
-        let ClientMessage::Subscribe { kpis, group_by } = msg;
+        let ClientMessage::Subscribe { kpis, group_by, period } = msg;
+        let period = match period.as_deref() {
+            None => LivePeriod::Mtd,
+            Some(p) => LivePeriod::parse(p)
+                .ok_or_else(|| ("invalid_period", format!("period `{p}` is not one of \"today\", \"mtd\", \"ytd\"")))?,
+        };
         let kpis = if kpis.iter().any(|k| k == "*") {
             None
         } else {
@@ -146,7 +158,7 @@ impl Subscription {
                 return Err(("invalid_group_by", format!("group_by `{other}` is not null or \"province_code\"")));
             }
         };
-        Ok(Self { kpis, by_province, only_province: who.province.clone() })
+        Ok(Self { kpis, by_province, only_province: who.province.clone(), period })
     }
 
     fn wants(&self, u: &KpiUpdate) -> bool {
@@ -210,6 +222,8 @@ where
     let mut stop = state.shutdown.clone();
     let mut seq = 0u64;
     let mut sub: Option<Subscription> = None;
+    // The period of the last snapshot sent: every value sent after it is of it.
+    let mut shown: Option<Period> = None;
     let mut values: BTreeMap<UpdateKey, Arc<KpiUpdate>> = BTreeMap::new();
     let mut alerts: VecDeque<Arc<Value>> = VecDeque::new();
     let mut ping = tokio::time::interval(ping_interval);
@@ -264,8 +278,9 @@ where
                         Ok(s) => {
                             values.clear();
                             seq += 1;
-                            let snapshot = snapshot(state, &s, seq);
+                            let (snapshot, period) = snapshot(state, &s, seq);
                             sub = Some(s);
+                            shown = period;
                             send!(snapshot, "snapshot");
                         }
                         Err((code, message)) => {
@@ -278,10 +293,33 @@ where
             },
             push = rx.recv() => match push {
                 Ok(Push::Tick(tick)) => {
-                    if let Some(s) = &sub {
-                        for u in s.scopes_of(&tick).filter(|u| s.wants(u)) {
-                            values.insert(u.key(), u.clone());
+                    let Some(s) = &sub else { continue };
+                    match tick.period {
+                        Some((p, _)) if p != s.period => {}
+                        // A tick of a period this connection has not been shown: it
+                        // missed the rollover (it lagged); the snapshot says it all.
+                        Some((_, range)) if Some(range) != shown => {
+                            values.clear();
+                            seq += 1;
+                            let (snapshot, period) = snapshot(state, s, seq);
+                            shown = period;
+                            send!(snapshot, "snapshot");
                         }
+                        _ => {
+                            for u in s.scopes_of(&tick).filter(|u| s.wants(u)) {
+                                values.insert(u.key(), u.clone());
+                            }
+                        }
+                    }
+                }
+                Ok(Push::Rollover(p, _)) => {
+                    if let Some(s) = sub.as_ref().filter(|s| s.period == p) {
+                        // Values queued before the rollover are the old period's.
+                        values.clear();
+                        seq += 1;
+                        let (snapshot, period) = snapshot(state, s, seq);
+                        shown = period;
+                        send!(snapshot, "snapshot");
                     }
                 }
                 Ok(Push::Alert(a)) => {
@@ -293,11 +331,21 @@ where
                     }
                 }
                 // Fell behind the broadcast: the latest values say everything missed
-                // (alert changes are also in GET /api/v1/alerts).
+                // (alert changes are also in GET /api/v1/alerts); a rollover missed
+                // meanwhile gets its snapshot.
                 Err(RecvError::Lagged(_)) => {
                     if let Some(s) = &sub {
-                        for u in state.hub.latest().into_iter().filter(|u| s.wants(u)) {
-                            values.insert(u.key(), u);
+                        let (period, latest) = state.hub.latest(s.period);
+                        if period != shown {
+                            values.clear();
+                            seq += 1;
+                            let (snapshot, period) = snapshot(state, s, seq);
+                            shown = period;
+                            send!(snapshot, "snapshot");
+                        } else {
+                            for u in latest.into_iter().filter(|u| s.wants(u)) {
+                                values.insert(u.key(), u);
+                            }
                         }
                     }
                 }
@@ -343,13 +391,21 @@ where
     .await;
 }
 
-/// The subscribed KPIs for the month to date, as `GET /api/v1/kpis` lists them, from the
-/// hub's latest values (the same sums): nationally, or for the token's province; with
-/// `group_by`, also one entry per province with data. Each entry has its `scope`.
-fn snapshot(state: &AppState, sub: &Subscription, seq: u64) -> Value {
-    let period = crate::kpis::period(&Default::default(), Utc::now()).expect("the default period is valid");
+/// The subscribed KPIs over the subscription's live period, as `GET /api/v1/kpis`
+/// lists them, from the hub's values of that period (the same sums): nationally, or
+/// for the token's province; with `group_by`, also one entry per province with data.
+/// Each entry has its `scope`. `from` and `to` are those of the period the values are
+/// of, which the hub replaces only together with the values, so a snapshot never
+/// shows one period's values under another's dates. Returns that period too.
+fn snapshot(state: &AppState, sub: &Subscription, seq: u64) -> (Value, Option<Period>) {
+    let (shown, latest) = state.hub.latest(sub.period);
+    let period = shown.unwrap_or_else(|| {
+        // Before the hub's first tick (the server ticks once before it listens).
+        let (from, to) = sub.period.range(Utc::now());
+        Period { from: from.to_utc(), to: to.to_utc() }
+    });
     let catalog = state.kpis.catalog();
-    let latest: BTreeMap<UpdateKey, Arc<KpiUpdate>> = state.hub.latest().into_iter().map(|u| (u.key(), u)).collect();
+    let latest: BTreeMap<UpdateKey, Arc<KpiUpdate>> = latest.into_iter().map(|u| (u.key(), u)).collect();
     let home: ScopeKey = sub.only_province.as_deref().map(Into::into);
     let mut scopes = vec![home.clone()];
     if sub.by_province && home.is_none() {
@@ -382,7 +438,7 @@ fn snapshot(state: &AppState, sub: &Subscription, seq: u64) -> Value {
             kpis.push(entry);
         }
     }
-    json!({"type": "snapshot", "seq": seq, "kpis": kpis})
+    (json!({"type": "snapshot", "seq": seq, "period": sub.period.as_str(), "kpis": kpis}), shown)
 }
 
 #[cfg(test)]
@@ -428,5 +484,131 @@ mod tests {
         assert_eq!(err(r#"{"op":"subscribe","kpis":["*"],"group_by":"level"}"#), "invalid_group_by");
         assert_eq!(err(r#"{"op":"unsubscribe"}"#), "invalid_message");
         assert_eq!(err("not json"), "invalid_message");
+    }
+}
+
+/// A connection driven in-process, with the hub ticked at chosen times.
+#[cfg(test)]
+mod rollover {
+    use super::*;
+    use crate::config::{FileConfig, Overrides, Settings};
+    use crate::live::tests::{reports, t};
+    use futures::channel::mpsc;
+    use std::collections::BTreeMap as Map;
+
+    struct Client {
+        to_server: mpsc::Sender<Result<Message, axum::Error>>,
+        from_server: mpsc::Receiver<Message>,
+    }
+
+    impl Client {
+        async fn send(&mut self, v: Value) {
+            self.to_server.send(Ok(Message::Text(v.to_string().into()))).await.unwrap();
+        }
+
+        /// The next text message, skipping pings.
+        async fn next(&mut self) -> Value {
+            loop {
+                let m = tokio::time::timeout(Duration::from_secs(10), self.from_server.next())
+                    .await
+                    .expect("a message in time")
+                    .expect("the connection is open");
+                if let Message::Text(text) = m {
+                    return serde_json::from_str(&text).unwrap();
+                }
+            }
+        }
+
+        async fn nothing_more(&mut self) {
+            let got = tokio::time::timeout(Duration::from_millis(300), self.from_server.next()).await;
+            assert!(got.is_err(), "expected silence, got {got:?}");
+        }
+    }
+
+    fn connect(state: &AppState) -> Client {
+        let (to_server, stream) = mpsc::channel(16);
+        let (sink, from_server) = mpsc::channel(16);
+        let state = state.clone();
+        tokio::spawn(async move {
+            let who = Principal::local();
+            serve(&state, &who, sink, stream).await;
+        });
+        Client { to_server, from_server }
+    }
+
+    fn report_entry(snapshot: &Value) -> (String, Value, Value) {
+        let k = snapshot["kpis"].as_array().unwrap().iter().find(|k| k["id"] == "report_online_rate").unwrap();
+        (k["from"].as_str().unwrap().to_string(), k["numerator"].clone(), k["denominator"].clone())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_subscribed_connection_gets_a_snapshot_of_the_new_period_before_its_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = Overrides { data_dir: Some(dir.path().to_path_buf()), ..Default::default() };
+        let settings = Settings::resolve(o, FileConfig::default(), "unused").unwrap();
+        let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+        let (state, _writer) = crate::server::build(&settings, stop_rx).unwrap();
+        state.ingestor.submit(reports("old", 40, 30, "2025-12-31T23:59:00+07:00"), Map::new()).await.unwrap();
+        state.hub.tick(&state.kpis, t("2025-12-31T23:59:30+07:00"), true);
+
+        let mut clients = Vec::new();
+        for (period, from) in [
+            ("today", "2025-12-31T00:00:00+07:00"),
+            ("mtd", "2025-12-01T00:00:00+07:00"),
+            ("ytd", "2025-01-01T00:00:00+07:00"),
+        ] {
+            let mut c = connect(&state);
+            c.send(json!({"op": "subscribe", "kpis": ["report_online_rate"], "group_by": null, "period": period}))
+                .await;
+            let snap = c.next().await;
+            assert_eq!(
+                (snap["type"].as_str(), snap["seq"].as_u64(), snap["period"].as_str()),
+                (Some("snapshot"), Some(1), Some(period))
+            );
+            assert_eq!(report_entry(&snap), (from.to_string(), json!(30), json!(40)), "{period}");
+            clients.push((period, c));
+        }
+
+        // Vietnam midnight on New Year's Eve rolls all three over.
+        state.hub.tick(&state.kpis, t("2026-01-01T00:00:00.250+07:00"), true);
+        for (period, c) in &mut clients {
+            let snap = c.next().await;
+            assert_eq!((snap["type"].as_str(), snap["seq"].as_u64()), (Some("snapshot"), Some(2)), "{period}: {snap}");
+            assert_eq!(
+                report_entry(&snap),
+                ("2026-01-01T00:00:00+07:00".to_string(), json!(0), json!(0)),
+                "{period}: none of the old period's 40 reports"
+            );
+            c.nothing_more().await;
+        }
+
+        // Data of the new period then comes as values, after the snapshot.
+        state.ingestor.submit(reports("new", 2, 2, "2026-01-01T00:00:10+07:00"), Map::new()).await.unwrap();
+        state.hub.tick(&state.kpis, t("2026-01-01T00:00:20+07:00"), false);
+        for (period, c) in &mut clients {
+            let m = c.next().await;
+            assert_eq!(
+                (m["type"].as_str(), m["seq"].as_u64(), m["id"].as_str()),
+                (Some("kpi"), Some(3), Some("report_online_rate")),
+                "{period}: {m}"
+            );
+            assert_eq!((m["numerator"].clone(), m["denominator"].clone()), (json!(2), json!(2)), "{period}");
+        }
+        // A display connecting now sees the new period only.
+        let mut late = connect(&state);
+        late.send(json!({"op": "subscribe", "kpis": ["*"], "group_by": "province_code", "period": "mtd"})).await;
+        let snap = late.next().await;
+        assert_eq!(report_entry(&snap), ("2026-01-01T00:00:00+07:00".to_string(), json!(2), json!(2)));
+        for k in snap["kpis"].as_array().unwrap() {
+            assert_eq!(k["from"], "2026-01-01T00:00:00+07:00", "{k}");
+        }
+        // A subscription to another period is refused with a reason.
+        late.send(json!({"op": "subscribe", "kpis": ["*"], "period": "week"})).await;
+        let err = late.next().await;
+        assert_eq!(
+            (err["type"].as_str(), err["error"]["code"].as_str()),
+            (Some("error"), Some("invalid_period")),
+            "{err}"
+        );
     }
 }
