@@ -21,14 +21,15 @@ use ioc_core::alert::{
     Action, AlertRule, AlertState, RuleState, RulesError, RulesFile, Sample, Scope, Window, default_rules, step,
 };
 use ioc_core::counters::{Count, Dim, DimFilter};
+use ioc_core::time::LivePeriod;
 use ioc_core::{AdminUnits, Catalog};
 use ioc_query::{KpiEngine, KpiError, Period, SeriesQuery};
-use prometheus::{GaugeVec, IntCounterVec, Opts, Registry};
+use prometheus::{GaugeVec, IntCounter, IntCounterVec, Opts, Registry};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::AlertSettings;
 use crate::live::Hub;
@@ -60,6 +61,9 @@ impl AlertError {
     }
 }
 
+/// A rule's counts in each of its scopes, or why its KPI could not be measured.
+type Measured = Result<HashMap<Scope, Count>, KpiError>;
+
 /// One persisted (rule, scope) state.
 #[derive(Debug, Serialize, Deserialize)]
 struct Persisted {
@@ -86,6 +90,8 @@ struct Metrics {
     kpi_target: GaugeVec,
     alert_state: GaugeVec,
     notifications: IntCounterVec,
+    evaluation_failures: IntCounterVec,
+    persist_failures: IntCounter,
 }
 
 impl Metrics {
@@ -110,11 +116,24 @@ impl Metrics {
                 Opts::new("ioc_alert_notifications_total", "Webhook notifications, by outcome"),
                 &["outcome"],
             )?,
+            evaluation_failures: IntCounterVec::new(
+                Opts::new(
+                    "ioc_alert_evaluation_failures_total",
+                    "Alert rules whose KPI could not be measured, by rule",
+                ),
+                &["rule"],
+            )?,
+            persist_failures: IntCounter::new(
+                "ioc_alert_persist_failures_total",
+                "Evaluations whose state changes could not be written (retried, not notified)",
+            )?,
         };
         registry.register(Box::new(m.kpi_value.clone()))?;
         registry.register(Box::new(m.kpi_target.clone()))?;
         registry.register(Box::new(m.alert_state.clone()))?;
         registry.register(Box::new(m.notifications.clone()))?;
+        registry.register(Box::new(m.evaluation_failures.clone()))?;
+        registry.register(Box::new(m.persist_failures.clone()))?;
         Ok(m)
     }
 }
@@ -209,72 +228,131 @@ impl AlertEngine {
         &self.rules
     }
 
-    /// One evaluation of every rule at `now`.
-    pub async fn evaluate(&self, kpis: &KpiEngine, hub: &Hub, now: DateTime<Utc>) -> Result<(), KpiError> {
+    /// One evaluation of every rule at `now`. A rule whose KPI cannot be measured
+    /// is skipped this round (logged and counted) and keeps its state; every other
+    /// rule is stepped as usual. Returns how many rules failed.
+    pub async fn evaluate(&self, kpis: &KpiEngine, hub: &Hub, now: DateTime<Utc>) -> usize {
         let stale = kpis.as_of().is_none_or(|t| (now - t).to_std().unwrap_or_default() > self.settings.stale_after);
+        let mut samples = Vec::with_capacity(self.rules.len());
+        for (i, rule) in self.rules.iter().enumerate() {
+            samples.push((i, self.sample(kpis, rule, now).await));
+        }
+        self.advance(kpis.catalog(), samples, stale, hub, now)
+    }
+
+    /// A rule's counts in each of its scopes.
+    async fn sample(&self, kpis: &KpiEngine, rule: &AlertRule, now: DateTime<Utc>) -> Measured {
+        let Some((idx, _)) = kpis.catalog().get(&rule.kpi) else { return Ok(HashMap::new()) };
+        // Month to date (the default window) and today come from the running totals,
+        // the very numbers the wall displays show; rolling windows are counted.
+        let live = match rule.window {
+            Window::Mtd => Some(LivePeriod::Mtd),
+            Window::Today => Some(LivePeriod::Today),
+            Window::Rolling(_) => None,
+        };
+        if let Some(period) = live
+            && let Some(totals) = kpis.period_totals(period, idx, now)
+        {
+            return Ok(totals
+                .into_iter()
+                .map(|(scope, c)| (scope.map_or(Scope::National, |p| Scope::Province(p.to_string())), c))
+                .collect());
+        }
+        let (from, to) = rule.window.period(now);
+        let scopes = rule.scopes(self.provinces.iter().map(String::as_str));
+        measure(kpis, &rule.kpi, Period { from, to }, &scopes, now).await
+    }
+
+    /// Steps every (rule, scope) with its sample. The new states, the history and the
+    /// notifications go together: the changes are persisted first, and only once
+    /// they are on disk do the new states replace the old ones in memory and go to
+    /// websockets and the webhook. If persisting fails, nothing changes (the next
+    /// evaluation finds the same transitions again), so a firing is never notified
+    /// that a restart would forget, nor lost from the history.
+    fn advance(
+        &self,
+        catalog: &Catalog,
+        samples: Vec<(usize, Measured)>,
+        stale: bool,
+        hub: &Hub,
+        now: DateTime<Utc>,
+    ) -> usize {
+        let mut failed = 0;
         let mut changes = Vec::new();
         let mut notify = Vec::new();
-        for rule in &self.rules {
-            let Some((idx, def)) = kpis.catalog().get(&rule.kpi) else { continue };
-            let scopes = rule.scopes(self.provinces.iter().map(String::as_str));
-            // Month to date (the default window) comes from the running month totals,
-            // the very numbers the wall displays show; other windows are counted.
-            let month = (rule.window == Window::Mtd).then(|| kpis.month_totals(idx, now)).flatten();
-            let counts = match month {
-                Some(totals) => totals
-                    .into_iter()
-                    .map(|(scope, c)| (scope.map_or(Scope::National, |p| Scope::Province(p.to_string())), c))
-                    .collect(),
-                None => {
-                    let (from, to) = rule.window.period(now);
-                    measure(kpis, &rule.kpi, Period { from, to }, &scopes, now).await?
-                }
-            };
-            let mut states = self.states.lock().expect("alert lock");
-            for scope in scopes {
-                let count = counts.get(&scope).copied().unwrap_or_default();
-                let sample = Sample { stale, ..Sample::ratio(count.numerator, count.denominator) };
-                let threshold = rule.threshold_for(def, &scope, now);
-                let key = (rule.name.clone(), scope.clone());
-                let prev = states.get(&key).cloned().unwrap_or_else(|| RuleState::new(now));
-                let (next, actions) = step(rule, threshold, &prev, &sample, now);
-                let scope_label = scope.to_string();
-                if let Some(v) = sample.value {
-                    self.metrics.kpi_value.with_label_values(&[rule.kpi.as_str(), &scope_label]).set(v);
-                }
-                self.metrics.kpi_target.with_label_values(&[rule.kpi.as_str(), &scope_label]).set(threshold.value);
-                self.metrics
-                    .alert_state
-                    .with_label_values(&[rule.name.as_str(), &scope_label])
-                    .set(state_code(next.state));
-                for action in &actions {
-                    if let Action::Transition { from, to } = action {
-                        changes.push(Change {
-                            at: now,
-                            rule: rule.name.clone(),
-                            kpi: rule.kpi.clone(),
-                            scope: scope.clone(),
-                            from: *from,
-                            to: *to,
-                            value: sample.value,
-                            threshold: threshold.value,
-                        });
+        let mut next_states: Vec<((String, Scope), RuleState)> = Vec::new();
+        {
+            let states = self.states.lock().expect("alert lock");
+            for (i, counts) in samples {
+                let rule = &self.rules[i];
+                let Some((_, def)) = catalog.get(&rule.kpi) else { continue };
+                let counts = match counts {
+                    Ok(c) => c,
+                    Err(e) => {
+                        failed += 1;
+                        warn!(rule = %rule.name, error = %e, "could not measure an alert rule's KPI; its state is kept");
+                        self.metrics.evaluation_failures.with_label_values(&[rule.name.as_str()]).inc();
+                        continue;
                     }
-                    if let Some(alert) = WebhookAlert::from_action(rule, &scope, threshold, action) {
-                        notify.push(alertmanager_webhook(&alert, "ioc", self.external_url()));
+                };
+                for scope in rule.scopes(self.provinces.iter().map(String::as_str)) {
+                    let count = counts.get(&scope).copied().unwrap_or_default();
+                    let sample = Sample { stale, ..Sample::ratio(count.numerator, count.denominator) };
+                    let threshold = rule.threshold_for(def, &scope, now);
+                    let key = (rule.name.clone(), scope.clone());
+                    let prev = states.get(&key).cloned().unwrap_or_else(|| RuleState::new(now));
+                    let (next, actions) = step(rule, threshold, &prev, &sample, now);
+                    let scope_label = scope.to_string();
+                    if let Some(v) = sample.value {
+                        self.metrics.kpi_value.with_label_values(&[rule.kpi.as_str(), &scope_label]).set(v);
                     }
+                    self.metrics.kpi_target.with_label_values(&[rule.kpi.as_str(), &scope_label]).set(threshold.value);
+                    for action in &actions {
+                        if let Action::Transition { from, to } = action {
+                            changes.push(Change {
+                                at: now,
+                                rule: rule.name.clone(),
+                                kpi: rule.kpi.clone(),
+                                scope: scope.clone(),
+                                from: *from,
+                                to: *to,
+                                value: sample.value,
+                                threshold: threshold.value,
+                            });
+                        }
+                        if let Some(alert) = WebhookAlert::from_action(rule, &scope, threshold, action) {
+                            notify.push(alertmanager_webhook(&alert, "ioc", self.external_url()));
+                        }
+                    }
+                    next_states.push((key, next));
                 }
-                states.insert(key, next);
             }
         }
-        if changes.is_empty() {
-            return Ok(());
+        if !changes.is_empty() {
+            // Persist first: a notification must never be sent for a state that a
+            // restart would not remember.
+            if let Err(e) = self.persist(&changes, &next_states) {
+                error!(error = %e, changes = changes.len(), "could not persist alert changes; they are retried at the next evaluation and nothing is notified");
+                self.metrics.persist_failures.inc();
+                return failed;
+            }
         }
-        // Persist first: a notification must never be sent for a state that a restart
-        // would not remember.
-        if let Err(e) = self.persist(&changes) {
-            warn!(error = %e, "could not persist alert states; they are kept in memory");
+        {
+            let mut states = self.states.lock().expect("alert lock");
+            for ((rule, scope), next) in next_states {
+                self.metrics
+                    .alert_state
+                    .with_label_values(&[rule.as_str(), &scope.to_string()])
+                    .set(state_code(next.state));
+                states.insert((rule, scope), next);
+            }
         }
+        let mut recent = self.recent.lock().expect("alert lock");
+        for c in &changes {
+            recent.push_front(c.clone());
+        }
+        recent.truncate(RECENT);
+        drop(recent);
         for c in &changes {
             info!(rule = %c.rule, scope = %c.scope, from = ?c.from, to = ?c.to, value = ?c.value, "alert state changed");
             hub.publish_alert(self.alert_json(&c.rule, &c.scope));
@@ -282,7 +360,7 @@ impl AlertEngine {
         for payload in notify {
             self.send(payload);
         }
-        Ok(())
+        failed
     }
 
     fn external_url(&self) -> &str {
@@ -297,34 +375,28 @@ impl AlertEngine {
         }
     }
 
-    fn persist(&self, changes: &[Change]) -> std::io::Result<()> {
+    /// Appends the changes to the history and writes every state, with `next`
+    /// replacing the current ones, durably.
+    fn persist(&self, changes: &[Change], next: &[((String, Scope), RuleState)]) -> std::io::Result<()> {
         let history = self.dir.join("history.jsonl");
         let mut f = OpenOptions::new().create(true).append(true).open(&history)?;
+        let mut lines = Vec::new();
         for c in changes {
-            let mut line = serde_json::to_vec(c).expect("change serialises");
-            line.push(b'\n');
-            f.write_all(&line)?;
+            serde_json::to_writer(&mut lines, c).map_err(std::io::Error::other)?;
+            lines.push(b'\n');
         }
+        f.write_all(&lines)?;
         f.sync_data()?;
-        let mut recent = self.recent.lock().expect("alert lock");
-        for c in changes {
-            recent.push_front(c.clone());
-        }
-        recent.truncate(RECENT);
-        drop(recent);
 
-        let states: Vec<Persisted> = self
-            .states
-            .lock()
-            .expect("alert lock")
-            .iter()
-            .map(|((rule, scope), state)| Persisted { rule: rule.clone(), scope: scope.clone(), state: state.clone() })
-            .collect();
+        let mut all = self.states.lock().expect("alert lock").clone();
+        all.extend(next.iter().cloned());
+        let states: Vec<Persisted> =
+            all.into_iter().map(|((rule, scope), state)| Persisted { rule, scope, state }).collect();
         // Several instances may share a data directory: never share a temporary file.
         let tmp = self.dir.join(format!(".state.json.{}.tmp", std::process::id()));
         {
             let mut f = File::create(&tmp)?;
-            f.write_all(&serde_json::to_vec(&states).expect("states serialise"))?;
+            f.write_all(&serde_json::to_vec(&states).map_err(std::io::Error::other)?)?;
             f.sync_all()?;
         }
         fs::rename(&tmp, self.dir.join("state.json"))?;
@@ -394,9 +466,7 @@ impl AlertEngine {
                 _ = tick.tick() => {}
                 _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
             }
-            if let Err(e) = self.evaluate(&kpis, &hub, Utc::now()).await {
-                warn!(error = %e, "alert evaluation failed");
-            }
+            self.evaluate(&kpis, &hub, Utc::now()).await;
         }
     }
 }
@@ -519,4 +589,107 @@ pub async fn rules(
     axum::extract::Extension(who): axum::extract::Extension<crate::auth::Principal>,
 ) -> axum::Json<Value> {
     axum::Json(state.alerts.rules_json(who.province.as_deref()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::live::Push;
+
+    const RULES: &str = r#"
+[[rule]]
+name = "edoc"
+kpi = "edoc_rate"
+for = "0s"
+
+[[rule]]
+name = "on_time"
+kpi = "on_time_rate"
+for = "0s"
+"#;
+
+    fn engine(dir: &Path) -> AlertEngine {
+        let rules = dir.join("rules.toml");
+        fs::write(&rules, RULES).unwrap();
+        let settings = AlertSettings {
+            rules: Some(rules),
+            webhook_url: None,
+            eval_interval: Duration::from_secs(15),
+            stale_after: Duration::from_secs(3600),
+            external_url: None,
+        };
+        AlertEngine::open(&settings, &Catalog::builtin(), &AdminUnits::builtin(), dir, &Registry::new()).unwrap()
+    }
+
+    /// One sample per rule: `edoc` as given, `on_time` at 1 of 10 (far below target).
+    fn samples(edoc: Measured) -> Vec<(usize, Measured)> {
+        vec![(0, edoc), (1, Ok(HashMap::from([(Scope::National, Count::new(1, 10))])))]
+    }
+
+    fn pushed(rx: &mut tokio::sync::broadcast::Receiver<Push>) -> Vec<Value> {
+        let mut out = Vec::new();
+        while let Ok(p) = rx.try_recv() {
+            if let Push::Alert(a) = p {
+                out.push((*a).clone());
+            }
+        }
+        out
+    }
+
+    fn history(dir: &Path) -> Vec<Change> {
+        let text = fs::read_to_string(dir.join("alerts/history.jsonl")).unwrap_or_default();
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    #[test]
+    fn one_rule_that_cannot_be_measured_does_not_stop_another_rules_transition() {
+        let dir = tempfile::tempdir().unwrap();
+        let alerts = engine(dir.path());
+        let hub = Hub::new(16);
+        let mut rx = hub.subscribe();
+        let now = Utc::now();
+        let failed = alerts.advance(&Catalog::builtin(), samples(Err(KpiError::BackfillContention)), false, &hub, now);
+        assert_eq!(failed, 1);
+        // `on_time` fired: recorded, in memory, pushed.
+        let h = history(dir.path());
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!((h[0].rule.as_str(), h[0].to), ("on_time", AlertState::Firing));
+        let pushed = pushed(&mut rx);
+        assert_eq!(pushed.len(), 1, "{pushed:?}");
+        assert_eq!((pushed[0]["rule"].as_str(), pushed[0]["state"].as_str()), (Some("on_time"), Some("firing")));
+        assert_eq!(alerts.alerts(None)["active"].as_array().unwrap().len(), 1);
+        // `edoc` kept its (initial) state and gets measured again next time.
+        let rules = alerts.rules_json(None);
+        assert_eq!(rules[0]["instances"][0]["state"], "ok", "{rules}");
+        assert_eq!(alerts.metrics.evaluation_failures.with_label_values(&["edoc"]).get(), 1);
+    }
+
+    #[test]
+    fn a_change_that_cannot_be_persisted_is_neither_notified_nor_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let alerts = engine(dir.path());
+        let hub = Hub::new(16);
+        let mut rx = hub.subscribe();
+        // The history cannot be appended to: a directory stands where the file goes.
+        let blocker = dir.path().join("alerts/history.jsonl");
+        fs::create_dir_all(&blocker).unwrap();
+        let now = Utc::now();
+        let edoc = || Ok(HashMap::from([(Scope::National, Count::new(100, 100))]));
+        assert_eq!(alerts.advance(&Catalog::builtin(), samples(edoc()), false, &hub, now), 0);
+        assert!(pushed(&mut rx).is_empty(), "nothing is notified that is not on disk");
+        assert!(alerts.alerts(None)["active"].as_array().unwrap().is_empty(), "the old state is kept");
+        assert!(alerts.alerts(None)["recent"].as_array().unwrap().is_empty());
+        assert_eq!(alerts.metrics.persist_failures.get(), 1);
+
+        // Once the disk takes writes again, the same transition is found and recorded.
+        fs::remove_dir(&blocker).unwrap();
+        let later = now + chrono::Duration::seconds(15);
+        alerts.advance(&Catalog::builtin(), samples(edoc()), false, &hub, later);
+        let h = history(dir.path());
+        assert_eq!(h.iter().map(|c| (c.rule.as_str(), c.to)).collect::<Vec<_>>(), [("on_time", AlertState::Firing)]);
+        assert_eq!(pushed(&mut rx).len(), 1);
+        // And a restart remembers it.
+        let reopened = engine(dir.path());
+        assert_eq!(reopened.alerts(None)["active"][0]["rule"], "on_time");
+    }
 }
