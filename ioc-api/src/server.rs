@@ -46,6 +46,10 @@ pub enum ServerError {
     Metrics(#[from] prometheus::Error),
     #[error(transparent)]
     Alerts(#[from] AlertError),
+    /// The writer stopped while the server ran (a commit whose durability could not
+    /// be confirmed): the process exits so that a restart rebuilds from disk.
+    #[error("the ingest writer stopped; the server stopped with it, restart it to rebuild its state from storage")]
+    WriterStopped,
 }
 
 /// What to run besides the API.
@@ -78,8 +82,6 @@ pub fn build(settings: &Settings, stop: watch::Receiver<bool>) -> Result<(AppSta
     }
     let catalog = Arc::new(load_catalog(settings.catalog.as_ref())?);
     let units = Arc::new(AdminUnits::builtin());
-    std::fs::create_dir_all(&settings.data_dir)
-        .map_err(|source| ServerError::Io { what: format!("data dir {}", settings.data_dir.display()), source })?;
     let writer = format!("w{}x{}", std::process::id(), Utc::now().timestamp_millis());
     let store = Store::open(settings.data_dir.join("store"), writer)?;
     let _ = store.orphans()?;
@@ -202,11 +204,30 @@ pub async fn run(
     let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
         let _ = stop_for_http.wait_for(|s| *s).await;
     });
-    tokio::spawn(async move {
-        shutdown.await;
-        info!("shutting down: finishing requests and the last commit");
-        let _ = stop_tx.send(true);
-    });
+    let stop_tx = Arc::new(stop_tx);
+    {
+        let stop_tx = stop_tx.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            info!("shutting down: finishing requests and the last commit");
+            let _ = stop_tx.send(true);
+        });
+    }
+    // The writer ends on shutdown, once every source is gone, or on its own after a
+    // commit whose durability it could not confirm: then the whole server stops (fail
+    // stop, as PostgreSQL does on a failed fsync), and a restart rebuilds from disk.
+    let writer = {
+        let (stop_tx, stop_rx) = (stop_tx.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
+            let unexpected = !*stop_rx.borrow();
+            if unexpected {
+                tracing::error!("the ingest writer stopped while the server ran; stopping the server");
+                let _ = stop_tx.send(true);
+            }
+            unexpected
+        })
+    };
     server.await.map_err(|source| ServerError::Io { what: "HTTP server".into(), source })?;
     if let Some(sim) = simulator {
         let _ = sim.await;
@@ -230,8 +251,11 @@ pub async fn run(
         }
     }
     // Every Ingestor is gone now; the writer drains its queue and stops.
-    tokio::task::spawn_blocking(move || writer_thread.join()).await.ok();
+    let writer_failed = writer.await.unwrap_or(true);
     info!("stopped");
+    if writer_failed {
+        return Err(ServerError::WriterStopped);
+    }
     Ok(())
 }
 
