@@ -261,8 +261,7 @@ pub async fn build_context(
     }
     ctx.register_table("admin_units", scoped("admin_units", admin_units, scope.province)?)?;
     if let Some(audit) = audit.filter(|_| scope.admin && scope.province.is_none()) {
-        let batch = audit.batch().map_err(|e| DataFusionError::External(Box::new(e)))?;
-        ctx.register_table("audit_log", Arc::new(MemTable::try_new(AuditLog::schema(), vec![vec![batch]])?))?;
+        ctx.register_table("audit_log", audit.table()?)?;
     }
     if let Some(catalog) = catalog {
         ctx.register_table("kpi_catalog", kpi_catalog_table(catalog)?)?;
