@@ -418,3 +418,132 @@ async fn collect_capped(
     }
     Ok((schema, batches, rows, false))
 }
+
+#[cfg(test)]
+mod tests {
+    use arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::logical_expr::builder::table_scan_with_filter_and_fetch;
+    use datafusion::logical_expr::{JoinType, LogicalPlanBuilder, col, lit, table_scan};
+
+    use datafusion::functions_aggregate::expr_fn::count;
+
+    use super::*;
+
+    fn schema() -> Schema {
+        Schema::new(vec![Field::new("k", DataType::Int64, false), Field::new("v", DataType::Int64, false)])
+    }
+
+    fn scan(table: &str) -> LogicalPlanBuilder {
+        table_scan(Some(table), &schema(), None).unwrap()
+    }
+
+    fn scan_fetch(table: &str, fetch: usize) -> LogicalPlanBuilder {
+        table_scan_with_filter_and_fetch(Some(table), &schema(), None, vec![], Some(fetch)).unwrap()
+    }
+
+    /// Committed rows per table, as a snapshot would count them.
+    fn rows_of(table: &str) -> u64 {
+        match table {
+            "a" => 1_000,
+            "b" => 2_000,
+            "c" => 3_000,
+            "empty" => 0,
+            "huge" => u64::MAX / 2,
+            other => panic!("no table {other}"),
+        }
+    }
+
+    fn estimate(plan: LogicalPlanBuilder, limit: u64) -> Result<u64, SqlError> {
+        estimate_rows(&plan.build().unwrap(), &rows_of, limit)
+    }
+
+    fn refused(result: Result<u64, SqlError>) -> (u64, u64) {
+        match result {
+            Err(SqlError::CrossJoin { estimated, limit }) => (estimated, limit),
+            other => panic!("expected a cross-join refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_table_scan_counts_its_committed_rows_or_its_fetch_if_smaller() {
+        assert_eq!(estimate(scan("a"), u64::MAX).unwrap(), 1_000);
+        assert_eq!(estimate(scan_fetch("a", 10), u64::MAX).unwrap(), 10);
+        assert_eq!(estimate(scan_fetch("a", 5_000), u64::MAX).unwrap(), 1_000);
+        // An empty table counts as one row, never zero.
+        assert_eq!(estimate(scan("empty"), u64::MAX).unwrap(), 1);
+        assert_eq!(estimate(scan_fetch("empty", 0), u64::MAX).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_join_without_condition_multiplies_and_is_refused_above_the_limit() {
+        let ab = || scan("a").cross_join(scan("b").build().unwrap()).unwrap();
+        assert_eq!(estimate(ab(), 2_000_000).unwrap(), 2_000_000, "at the limit: allowed");
+        assert_eq!(refused(estimate(ab(), 1_999_999)), (2_000_000, 1_999_999));
+        // Products of products, and fetches below the join.
+        let abc = ab().cross_join(scan("c").build().unwrap()).unwrap();
+        assert_eq!(refused(estimate(abc, 1_000_000_000)), (6_000_000_000, 1_000_000_000));
+        let fetched = scan_fetch("a", 10).cross_join(scan("b").build().unwrap()).unwrap();
+        assert_eq!(estimate(fetched, 20_000).unwrap(), 20_000);
+        // A refused product anywhere in the plan refuses the plan.
+        let above = ab()
+            .filter(col("a.k").gt(lit(5)))
+            .unwrap()
+            .aggregate(Vec::<datafusion::prelude::Expr>::new(), vec![count(lit(1))])
+            .unwrap();
+        assert_eq!(refused(estimate(above, 1_000_000)), (2_000_000, 1_000_000));
+    }
+
+    #[test]
+    fn joins_with_conditions_and_other_nodes_take_their_largest_input() {
+        let b = || scan("b").build().unwrap();
+        let equi = scan("a").join(b(), JoinType::Inner, (vec!["a.k"], vec!["b.k"]), None).unwrap();
+        assert_eq!(estimate(equi, 1).unwrap(), 2_000);
+        let theta = scan("a").join_on(b(), JoinType::Inner, [col("a.k").lt(col("b.k"))]).unwrap();
+        assert_eq!(estimate(theta, 1).unwrap(), 2_000);
+        let left = scan("c").join(b(), JoinType::Left, (vec!["c.k"], vec!["b.k"]), None).unwrap();
+        assert_eq!(estimate(left, 1).unwrap(), 3_000);
+        assert_eq!(estimate(scan("a").filter(col("k").gt(lit(1))).unwrap(), 1).unwrap(), 1_000);
+        assert_eq!(estimate(scan("a").union(scan("c").build().unwrap()).unwrap(), 1).unwrap(), 3_000);
+        assert_eq!(estimate(scan("c").limit(0, Some(5)).unwrap(), 1).unwrap(), 3_000, "a Limit node is not a fetch");
+        // A join with a condition over a product still carries the product.
+        let over = scan("a")
+            .cross_join(b())
+            .unwrap()
+            .join(scan("c").build().unwrap(), JoinType::Inner, (vec!["a.k"], vec!["c.k"]), None)
+            .unwrap();
+        assert_eq!(estimate(over, 2_000_000).unwrap(), 2_000_000);
+    }
+
+    #[test]
+    fn the_product_saturates_instead_of_overflowing() {
+        let cube = || {
+            scan("huge")
+                .alias("x")
+                .unwrap()
+                .cross_join(scan("huge").alias("y").unwrap().build().unwrap())
+                .unwrap()
+                .cross_join(scan("huge").alias("z").unwrap().build().unwrap())
+                .unwrap()
+        };
+        assert_eq!(estimate(cube(), u64::MAX).unwrap(), u64::MAX);
+        assert_eq!(refused(estimate(cube(), u64::MAX - 1)), (u64::MAX, u64::MAX - 1));
+    }
+
+    /// Plans as the engine plans: SQL in a session, then the optimizer.
+    #[tokio::test]
+    async fn planned_sql_is_refused_only_for_joins_without_conditions() {
+        let ctx = SessionContext::new();
+        for t in ["a", "b"] {
+            ctx.register_table(t, Arc::new(MemTable::try_new(Arc::new(schema()), vec![vec![]]).unwrap())).unwrap();
+        }
+        let estimate = async |sql: &str| {
+            let plan = ctx.sql(sql).await.unwrap().into_optimized_plan().unwrap();
+            estimate_rows(&plan, &rows_of, 1_000_000)
+        };
+        assert_eq!(refused(estimate("SELECT count(*) FROM a, b").await), (2_000_000, 1_000_000));
+        assert_eq!(refused(estimate("SELECT a.v FROM a CROSS JOIN b WHERE b.v > 3").await), (2_000_000, 1_000_000));
+        assert_eq!(estimate("SELECT a.v FROM a, b WHERE a.k = b.k").await.unwrap(), 2_000);
+        assert_eq!(estimate("SELECT a.v FROM a JOIN b ON a.k < b.k").await.unwrap(), 2_000);
+        assert_eq!(estimate("SELECT * FROM a LIMIT 3").await.unwrap(), 3);
+    }
+}
