@@ -1,5 +1,7 @@
 //! `POST /api/v1/events`: NDJSON or a JSON array, answered after the batch is durable.
 
+mod split;
+
 use std::collections::BTreeMap;
 
 use axum::Json;
@@ -7,41 +9,26 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
-use ioc_core::ValidationError;
-use ioc_ingest::{Origin, Record};
-use serde_json::{Value, json, value::RawValue};
+use ioc_ingest::{IngestError, Origin, Record};
+use serde_json::{Value, json};
 
 use crate::app::AppState;
 use crate::error::ApiError;
 
-/// Splits a request body into records. A JSON array gives one record per element; any
-/// other body is NDJSON, one record per non-blank line. A body that says it is a JSON
-/// array but is not valid JSON becomes a single rejected record, so it still reaches
-/// the dead letters.
+pub use split::{Split, split};
+
+/// Splits a request body into records ([`split`]). A JSON array gives one record per
+/// element; any other body is NDJSON, one record per non-blank line. A body that says it
+/// is a JSON array but is not valid JSON becomes a single rejected record, so it still
+/// reaches the dead letters.
 pub fn split_body(content_type: Option<&str>, body: &[u8], request: &str) -> Vec<Record> {
-    let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
-    let is_json = content_type.is_some_and(|c| c.starts_with("application/json"));
-    if first == Some(b'[') || (is_json && first.is_some()) {
-        let origin = |index| Origin::Http { request: request.to_string(), index };
-        return match serde_json::from_slice::<Vec<&RawValue>>(body) {
-            Ok(items) => items
-                .into_iter()
-                .enumerate()
-                .map(|(i, raw)| Record::new(raw.get().as_bytes().to_vec(), origin(i)))
-                .collect(),
-            Err(e) => vec![Record {
-                raw: body.to_vec(),
-                origin: origin(0),
-                pre_rejected: Some(ValidationError::malformed(format!("the body is not a valid JSON array: {e}"))),
-            }],
-        };
+    let origin = |index| Origin::Http { request: request.to_string(), index };
+    match split(content_type, body) {
+        Split::Array(records) | Split::Lines(records) => {
+            records.into_iter().enumerate().map(|(i, raw)| Record::new(raw.to_vec(), origin(i))).collect()
+        }
+        Split::Broken(e) => vec![Record { raw: body.to_vec(), origin: origin(0), pre_rejected: Some(e) }],
     }
-    body.split(|b| *b == b'\n')
-        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
-        .filter(|line| line.iter().any(|b| !b.is_ascii_whitespace()))
-        .enumerate()
-        .map(|(i, line)| Record::new(line.to_vec(), Origin::Http { request: request.to_string(), index: i }))
-        .collect()
 }
 
 pub async fn post(
@@ -63,8 +50,16 @@ pub async fn post(
     let request = state.next_request_id();
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let records = split_body(content_type, &body, &request);
-    let outcome = state.ingestor.submit(records, BTreeMap::new()).await.map_err(|e| {
-        ApiError::unavailable(format!("the events could not be stored, nothing was accepted; retry: {e}"))
+    let outcome = state.ingestor.submit(records, BTreeMap::new()).await.map_err(|e| match e {
+        // Written, but not known to be durable: saying "nothing was accepted" would be
+        // wrong, and so would "accepted". A re-send after the restart is safe.
+        IngestError::OutcomeUnknown { .. } => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "outcome_unknown",
+            format!("{e}; the server stops to recover: send the events again once it is back (duplicates are recognised)"),
+        ),
+        IngestError::Stopped => ApiError::unavailable(format!("{e}; nothing was accepted, retry once the server is back")),
+        e => ApiError::unavailable(format!("the events could not be stored, nothing was accepted; retry: {e}")),
     })?;
     let rejected: Vec<Value> = outcome.rejected.iter().map(|(i, e)| json!({"index": i, "error": e})).collect();
     Ok(Json(json!({
