@@ -15,10 +15,15 @@
 //! - Back-pressure: while a batch is being made durable nothing more is read, and
 //!   librdkafka's prefetch queue is bounded (`queued.max.messages.kbytes`).
 //! - Invalid messages go to the dead-letter table (via the pipeline) and to the
-//!   `ioc.dead_letters` topic, with their origin and the reason in headers.
+//!   `ioc.dead_letters` topic, with their origin and the reason in headers. The topic
+//!   is a best-effort mirror of the table: dead letters are queued in librdkafka's
+//!   bounded queue without waiting for delivery, so a flood of them never holds up the
+//!   consumer loop (past `max.poll.interval.ms`, the group would rebalance). When that
+//!   queue stays full they are dropped and counted.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ioc_core::ValidationError;
@@ -27,8 +32,9 @@ use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::message::{DeliveryResult, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, FutureProducer, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use thiserror::Error;
 use tokio::sync::watch;
@@ -39,6 +45,18 @@ use crate::pipeline::{Ingestor, Origin, Record};
 pub const DEFAULT_TOPIC: &str = "ioc.events";
 pub const DEFAULT_GROUP: &str = "ioc";
 pub const DEAD_LETTER_TOPIC: &str = "ioc.dead_letters";
+
+/// How many dead letters librdkafka may hold, queued or in flight, and how many KiB:
+/// twice a full batch (20,000 by default), so that a batch of nothing but invalid
+/// messages fits while the previous one is still being delivered; 64 MiB, like the
+/// consumer's prefetch queue (a dead letter is at most `max_message_bytes`).
+const DEAD_LETTER_QUEUE_MESSAGES: usize = 40_000;
+const DEAD_LETTER_QUEUE_KBYTES: usize = 65_536;
+/// How long one flush waits in all for room in a full dead-letter queue before it drops
+/// the rest: far below `max.poll.interval.ms`.
+const DEAD_LETTER_QUEUE_WAIT: Duration = Duration::from_secs(1);
+/// How long shutdown waits for queued dead letters to be delivered.
+const DEAD_LETTER_SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Error)]
 pub enum KafkaSourceError {
@@ -147,7 +165,12 @@ impl KafkaMetrics {
             connected: IntGauge::new("ioc_kafka_connected", "1 when the last poll of the broker succeeded")?,
             assigned: IntGauge::new("ioc_kafka_assigned_partitions", "Partitions this instance owns now")?,
             dead_letters: IntCounterVec::new(
-                Opts::new("ioc_kafka_dead_letters_total", "Messages produced to the dead-letter topic, by outcome"),
+                Opts::new(
+                    "ioc_kafka_dead_letters_total",
+                    "Rejected messages mirrored to the dead-letter topic, by outcome: sent, failed (not delivered), \
+                     dropped (the producer's queue stayed full, or shutdown came first); all are in the dead_letters \
+                     table",
+                ),
                 &["outcome"],
             )?,
         };
@@ -345,8 +368,13 @@ fn consume(
             }
         }
     }
-    let producer: FutureProducer =
-        ClientConfig::new().set("bootstrap.servers", &config.brokers).set("message.timeout.ms", "30000").create()?;
+    let dead_letters = DeadLetterTopic::new(
+        &config.brokers,
+        &config.dead_letter_topic,
+        DEAD_LETTER_QUEUE_MESSAGES,
+        DEAD_LETTER_QUEUE_WAIT,
+        &metrics,
+    )?;
     info!(brokers = %config.brokers, topics = ?config.topics, group = %config.group, "Kafka consumer started");
 
     let mut stored = stored_positions(&store);
@@ -357,7 +385,8 @@ fn consume(
     let mut backoff = Duration::from_millis(100);
     let flush_now =
         |pending: &mut Pending, stored: &mut Offsets, broker: &mut Offsets, shutdown: &mut watch::Receiver<bool>| {
-            runtime.block_on(flush(pending, &ingestor, &producer, &config, &metrics, stored, broker, shutdown));
+            let (records, rejected) = runtime.block_on(flush(pending, &ingestor, &metrics, stored, broker, shutdown));
+            dead_letters.send(rejected.iter().map(|(index, error)| (&records[*index], error.as_str())));
         };
     while !*shutdown.borrow() {
         match consumer.poll(poll_wait) {
@@ -418,6 +447,7 @@ fn consume(
     commit_to_broker(&consumer, &mut broker, &metrics);
     // Give the last asynchronous commit a moment to reach the broker.
     let _ = consumer.poll(Duration::from_millis(100));
+    dead_letters.close(DEAD_LETTER_SHUTDOWN_WAIT);
     info!("Kafka consumer stopped");
     Ok(())
 }
@@ -511,21 +541,19 @@ fn assign_all(
     }
 }
 
-/// Makes the pending batch durable (retrying until it is, or until shutdown), notes its
-/// offsets for the next broker commit, and sends its dead letters to the DLQ topic.
-#[allow(clippy::too_many_arguments)]
+/// Makes the pending batch durable (retrying until it is, or until shutdown) and notes
+/// its offsets for the next broker commit. Returns the batch and its rejected records
+/// (index and reason), for the dead-letter topic; nothing when it was not made durable.
 async fn flush(
     pending: &mut Pending,
     ingestor: &Ingestor,
-    producer: &FutureProducer,
-    config: &KafkaConfig,
     metrics: &KafkaMetrics,
     stored: &mut Offsets,
     broker: &mut Offsets,
     shutdown: &mut watch::Receiver<bool>,
-) {
+) -> (Vec<Record>, Vec<(usize, String)>) {
     if pending.records.is_empty() && pending.positions.is_empty() {
-        return;
+        return Default::default();
     }
     let started = Instant::now();
     let records = std::mem::take(&mut pending.records);
@@ -542,7 +570,7 @@ async fn flush(
                 warn!(error = %e, "could not make a Kafka batch durable; retrying (offsets are not committed)");
                 if *shutdown.borrow() {
                     // Nothing was committed to the broker: the next run reads it again.
-                    return;
+                    return Default::default();
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(10));
@@ -558,24 +586,164 @@ async fn flush(
     }
     pending.since = None;
     metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
+    (records, outcome.rejected)
+}
 
-    for (index, error) in &outcome.rejected {
-        let rec = &records[*index];
-        let origin = rec.origin.to_string();
-        let headers = OwnedHeaders::new()
-            .insert(Header { key: "ioc-error", value: Some(error.as_str()) })
-            .insert(Header { key: "ioc-origin", value: Some(origin.as_str()) });
-        let send = producer
-            .send(
-                FutureRecord::<(), [u8]>::to(&config.dead_letter_topic).payload(&rec.raw).headers(headers),
-                Duration::from_secs(5),
-            )
-            .await;
-        let outcome = if send.is_ok() { "sent" } else { "failed" };
-        if let Err((e, _)) = send {
-            warn!(error = %e, origin, "could not produce to the dead-letter topic (it is in the dead_letters table)");
+/// The dead-letter topic, a best-effort mirror of the `dead_letters` table (which holds
+/// every rejected message durably before it gets here).
+///
+/// Dead letters are handed to librdkafka's queue and not waited for: a
+/// `ThreadedProducer` serves the delivery reports on its own thread and counts them
+/// (`DeadLetterReports`). Waiting for each delivery in the consumer loop made 20,000
+/// invalid messages take longer than `max.poll.interval.ms`, so the group rebalanced
+/// and the valid messages behind them waited. The queue is bounded; when it is full,
+/// one flush waits at most `full_wait` in all for room, then drops the rest.
+struct DeadLetterTopic {
+    producer: ThreadedProducer<DeadLetterReports>,
+    topic: String,
+    full_wait: Duration,
+    dropped: IntCounter,
+    failed: IntCounter,
+}
+
+impl DeadLetterTopic {
+    fn new(
+        brokers: &str,
+        topic: &str,
+        queue_messages: usize,
+        full_wait: Duration,
+        metrics: &KafkaMetrics,
+    ) -> Result<Self, KafkaError> {
+        let reports = DeadLetterReports::new(metrics);
+        let (dropped, failed) = (reports.dropped.clone(), reports.failed.clone());
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("message.timeout.ms", "30000")
+            .set("linger.ms", "20")
+            .set("queue.buffering.max.messages", queue_messages.to_string())
+            .set("queue.buffering.max.kbytes", DEAD_LETTER_QUEUE_KBYTES.to_string())
+            .create_with_context(reports)?;
+        Ok(Self { producer, topic: topic.to_string(), full_wait, dropped, failed })
+    }
+
+    /// Queues one message per rejected record, with the reason and the origin in the
+    /// `ioc-error` and `ioc-origin` headers, and returns without waiting for delivery.
+    fn send<'a>(&self, letters: impl IntoIterator<Item = (&'a Record, &'a str)>) {
+        let deadline = Instant::now() + self.full_wait;
+        let (mut dropped, mut failed) = (0u64, 0u64);
+        for (record, error) in letters {
+            let origin = record.origin.to_string();
+            let headers = OwnedHeaders::new()
+                .insert(Header { key: "ioc-error", value: Some(error) })
+                .insert(Header { key: "ioc-origin", value: Some(origin.as_str()) });
+            let mut letter = BaseRecord::<(), [u8]>::to(&self.topic).payload(&record.raw).headers(headers);
+            loop {
+                match self.producer.send(letter) {
+                    Ok(()) => break,
+                    // The producer's thread frees room as deliveries are reported.
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                        if Instant::now() < deadline =>
+                    {
+                        letter = back;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                        dropped += 1;
+                        break;
+                    }
+                    Err((error, _)) => {
+                        if failed == 0 {
+                            warn!(%error, origin, "could not queue a dead letter for its topic (it is in the dead_letters table)");
+                        }
+                        failed += 1;
+                        break;
+                    }
+                }
+            }
         }
-        metrics.dead_letters.with_label_values(&[outcome]).inc();
+        if dropped > 0 {
+            warn!(
+                dropped,
+                "the dead-letter topic's queue stayed full; dropped these dead letters from the topic (they are in the \
+                 dead_letters table)"
+            );
+            self.dropped.inc_by(dropped);
+        }
+        self.failed.inc_by(failed);
+    }
+
+    /// Waits up to `timeout` for queued dead letters to be delivered; what is left is
+    /// purged when the producer is dropped, and counted as dropped.
+    fn close(self, timeout: Duration) {
+        if let Err(error) = self.producer.flush(timeout) {
+            warn!(
+                %error,
+                left = self.producer.in_flight_count(),
+                "dead letters not delivered to their topic before shutdown (they are in the dead_letters table)"
+            );
+        }
+    }
+}
+
+/// Counts the delivery reports of the dead-letter topic, on the producer's thread.
+struct DeadLetterReports {
+    sent: IntCounter,
+    failed: IntCounter,
+    dropped: IntCounter,
+    /// Failures since the last warning, which is logged at most every 10 seconds.
+    unwarned: AtomicU64,
+    warned: Mutex<Option<Instant>>,
+}
+
+impl DeadLetterReports {
+    fn new(metrics: &KafkaMetrics) -> Self {
+        let outcome = |o: &str| metrics.dead_letters.with_label_values(&[o]);
+        Self {
+            sent: outcome("sent"),
+            failed: outcome("failed"),
+            dropped: outcome("dropped"),
+            unwarned: AtomicU64::new(0),
+            warned: Mutex::new(None),
+        }
+    }
+}
+
+impl ClientContext for DeadLetterReports {}
+
+impl ProducerContext for DeadLetterReports {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        let (error, message) = match result {
+            Ok(_) => {
+                self.sent.inc();
+                return;
+            }
+            // Purged when the producer is dropped at shutdown.
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight), _)) => {
+                self.dropped.inc();
+                return;
+            }
+            Err(e) => e,
+        };
+        self.failed.inc();
+        let failures = self.unwarned.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut warned = self.warned.lock().expect("warned lock");
+        if warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+            *warned = Some(Instant::now());
+            self.unwarned.store(0, Ordering::Relaxed);
+            let origin = message
+                .headers()
+                .and_then(|h| h.iter().find(|h| h.key == "ioc-origin"))
+                .and_then(|h| h.value)
+                .map(String::from_utf8_lossy);
+            warn!(
+                %error,
+                ?origin,
+                failures,
+                "could not deliver dead letters to their topic (they are in the dead_letters table)"
+            );
+        }
     }
 }
 
@@ -629,4 +797,31 @@ pub async fn ensure_topics(brokers: &str, topics: &[&str], partitions: i32) -> R
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With no broker to deliver to and room for 10, a batch of 100 dead letters queues
+    /// 10 and, after the bounded wait, drops the other 90; shutdown drops the 10 after
+    /// its own bounded wait. Nothing waits for a delivery.
+    #[test]
+    fn dead_letters_beyond_a_full_queue_are_dropped_and_counted() {
+        let metrics = KafkaMetrics::register(&Registry::new()).unwrap();
+        // A port nobody listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let brokers = format!("127.0.0.1:{port}");
+        let topic = DeadLetterTopic::new(&brokers, "dlq", 10, Duration::from_millis(200), &metrics).unwrap();
+        let origin = |offset| Origin::Kafka { topic: "ioc.events".into(), partition: 0, offset };
+        let records: Vec<Record> = (0..100).map(|i| Record::new(format!("bad {i}").into_bytes(), origin(i))).collect();
+        let outcome = |o: &str| metrics.dead_letters.with_label_values(&[o]).get();
+
+        topic.send(records.iter().map(|r| (r, "not JSON")));
+        assert_eq!((outcome("sent"), outcome("failed"), outcome("dropped")), (0, 0, 90));
+        assert_eq!(topic.producer.in_flight_count(), 10);
+
+        topic.close(Duration::from_millis(100));
+        assert_eq!((outcome("sent"), outcome("failed"), outcome("dropped")), (0, 0, 100));
+    }
 }
