@@ -60,21 +60,26 @@ async fn serve_kafka_single_node(data: &std::path::Path, broker: &Broker) -> Ser
     Server::start(data, &["--kafka-brokers", &broker.brokers(), "--kafka-assignment", "all"], &[]).await
 }
 
+/// Waits until the Kafka source reports itself connected (partitions assigned).
+async fn wait_until_ready(server: &Server) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (status, v) = server.get("/readyz").await;
+        if status == 200 && v["checks"]["sources"]["kafka"] == "connected" {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "an idle Kafka consumer never became ready: {v}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_events_are_stored_and_counted_exactly_once_with_dead_letters() {
     let broker = Broker::start(&[TOPIC, "ioc.dead_letters"]).await;
     let data = tempfile::tempdir().unwrap();
     let server = serve_kafka(data.path(), &broker).await;
     // An idle consumer that holds its partitions is ready, before any message.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let (status, v) = server.get("/readyz").await;
-        if status == 200 && v["checks"]["sources"]["kafka"] == "connected" {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "an idle Kafka consumer never became ready: {v}");
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    wait_until_ready(&server).await;
     let (evs, msgs, invalid) = workload(11, 50_000);
     produce(&producer(&broker.brokers()), TOPIC, &msgs).await;
 
@@ -200,4 +205,141 @@ async fn two_instances_in_one_group_split_the_partitions_and_total_exactly() {
         wait_for_kpis(server, &evs, &period_query()).await;
         assert!(server.metric("ioc_kafka_messages_total").await > 0.0, "each instance consumed some partitions");
     }
+}
+
+/// The `ioc-origin` header of each of the first `want` messages on the dead-letter
+/// topic, after checking that each also carries a non-empty `ioc-error`.
+async fn dead_letter_origins(broker: &Broker, want: usize) -> BTreeSet<String> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::message::{Headers, Message};
+    let dlq: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.brokers())
+        .set("group.id", "dlq-check")
+        .set("enable.auto.commit", "false")
+        // Small fetches (tansu takes the request's limit, not the partition's): each
+        // record fetched costs tansu a scan of its header table, and every client's
+        // requests, the heartbeats of the consumer under test included, wait behind it.
+        .set("message.max.bytes", "16384")
+        .set("fetch.max.bytes", "16384")
+        .create()
+        .unwrap();
+    // Assigned, not subscribed: from the beginning, with no group to join.
+    let mut partitions = rdkafka::TopicPartitionList::new();
+    for p in 0..4 {
+        partitions.add_partition_offset("ioc.dead_letters", p, rdkafka::Offset::Beginning).unwrap();
+    }
+    dlq.assign(&partitions).unwrap();
+    let mut origins = BTreeSet::new();
+    for _ in 0..want {
+        let m = tokio::time::timeout(std::time::Duration::from_secs(60), dlq.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {} messages on the dead-letter topic", origins.len()))
+            .unwrap();
+        let header = |key: &str| {
+            m.headers()
+                .and_then(|h| h.iter().find(|h| h.key == key).and_then(|h| h.value.map(|v| v.to_vec())))
+                .map(|v| String::from_utf8(v).unwrap())
+                .unwrap_or_else(|| panic!("no {key} header"))
+        };
+        assert!(!header("ioc-error").is_empty(), "the reason is in the ioc-error header");
+        origins.insert(header("ioc-origin"));
+    }
+    origins
+}
+
+/// How many messages a topic's 4 partitions hold (high minus low watermarks).
+fn messages_on(broker: &Broker, topic: &str) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", broker.brokers()).create().unwrap();
+    (0..4)
+        .map(|p| {
+            let (low, high) = c.fetch_watermarks(topic, p, std::time::Duration::from_secs(10)).unwrap();
+            high - low
+        })
+        .sum()
+}
+
+/// 20,000 invalid messages in a row (bytes that are not an event, and JSON events that
+/// fail a rule), between valid events. Mirroring them to the dead-letter topic does not
+/// hold up the consumer: the group never rebalances, the valid events behind them are
+/// stored once and counted, and every invalid message is in the `dead_letters` table
+/// and on the `ioc.dead_letters` topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_invalid_messages_neither_rebalances_the_group_nor_stalls_valid_events() {
+    const INVALID: usize = 20_000;
+    let broker = Broker::start(&[TOPIC, "ioc.dead_letters"]).await;
+    let data = tempfile::tempdir().unwrap();
+    let server = &serve_kafka(data.path(), &broker).await;
+    wait_until_ready(server).await;
+    let rebalances =
+        |kind: &'static str| async move { server.metric_where("ioc_kafka_rebalances_total", &[("kind", kind)]).await };
+    let dead_letters =
+        |o: &'static str| async move { server.metric_where("ioc_kafka_dead_letters_total", &[("outcome", o)]).await };
+    let assigned = rebalances("assign").await;
+    assert!(assigned >= 1.0, "the consumer joined the group");
+    assert_eq!(rebalances("revoke").await, 0.0);
+
+    let evs = events(15, 6_000, Utc::now() - Duration::minutes(1), 5);
+    let valid = |e: &ioc_core::Event| (e.entity_id().to_string(), e.to_json().to_string().into_bytes());
+    let (before, after) = evs.split_at(1_000);
+    let mut msgs: Vec<Message> = before.iter().map(valid).collect();
+    let provincial = evs.iter().find(|e| e.province_code.is_some()).unwrap().to_json();
+    for i in 0..INVALID {
+        let payload = match i % 4 {
+            0 => {
+                let mut e = provincial.clone();
+                e["event_id"] = format!("unknown-province-{i}").into();
+                e["province_code"] = "99".into();
+                e.to_string().into_bytes()
+            }
+            1 => format!(r#"{{"event_id": "missing-fields-{i}", "type": "dossier.received"}}"#).into_bytes(),
+            2 => format!("not json {i}").into_bytes(),
+            _ => format!("[{i}]").into_bytes(),
+        };
+        msgs.push((format!("bad-{i}"), payload));
+    }
+    msgs.extend(after.iter().map(valid));
+    produce(&producer(&broker.brokers()), TOPIC, &msgs).await;
+    let produced = std::time::Instant::now();
+
+    wait_for_count(server, "SELECT count(*) FROM dead_letters", INVALID as i64, 240).await;
+    let stored = produced.elapsed();
+    wait_for_count(server, ALL_EVENTS, evs.len() as i64, 240).await;
+    let counted = produced.elapsed();
+    // Every dead letter's delivery to the topic is reported (they are not waited for).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
+    while dead_letters("sent").await < INVALID as f64 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let delivered = produced.elapsed();
+    let timeline = format!(
+        "after producing: dead letters stored in {stored:?}, events in {counted:?}, delivered in {delivered:?}"
+    );
+    assert_eq!(
+        (dead_letters("sent").await, dead_letters("failed").await, dead_letters("dropped").await),
+        (INVALID as f64, 0.0, 0.0),
+        "every dead letter was delivered to the topic (sent, failed, dropped); {timeline}"
+    );
+    assert_eq!(rebalances("revoke").await, 0.0, "the group never took the partitions away; {timeline}");
+    assert_eq!(rebalances("assign").await, assigned, "no assignment after the first; {timeline}");
+    let (status, v) = server.get("/readyz").await;
+    assert_eq!((status, v["checks"]["sources"]["kafka"].as_str()), (200, Some("connected")), "{v}");
+
+    // Give a late duplicate a chance to show up before asserting exactness.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(server.sql_count(ALL_EVENTS).await, evs.len() as i64, "each valid event once");
+    assert_eq!(server.sql_count("SELECT count(*) FROM dead_letters").await, INVALID as i64);
+    let distinct = server.sql_count("SELECT count(DISTINCT origin) FROM dead_letters").await;
+    assert_eq!(distinct, INVALID as i64, "each invalid message is one dead letter");
+    wait_for_kpis(server, &evs, &period_query()).await;
+
+    // The topic holds one message per dead letter. Reading all 20,000 back takes 80 s:
+    // tansu 0.6 looks up each fetched record's headers with a scan of every header row
+    // (its header table has no index), so a sample of them is read.
+    assert_eq!(messages_on(&broker, "ioc.dead_letters"), INVALID as i64, "one message per dead letter");
+    let sample = dead_letter_origins(&broker, 1_000).await;
+    assert_eq!(sample.len(), 1_000, "distinct origins");
+    let listed = sample.iter().map(|o| format!("'{o}'")).collect::<Vec<_>>().join(", ");
+    let known = server.sql_count(&format!("SELECT count(*) FROM dead_letters WHERE origin IN ({listed})")).await;
+    assert_eq!(known, 1_000, "the topic's messages are the stored dead letters, by origin");
 }
