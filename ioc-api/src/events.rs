@@ -56,9 +56,13 @@ pub async fn post(
         IngestError::OutcomeUnknown { .. } => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "outcome_unknown",
-            format!("{e}; the server stops to recover: send the events again once it is back (duplicates are recognised)"),
+            format!(
+                "{e}; the server stops to recover: send the events again once it is back (duplicates are recognised)"
+            ),
         ),
-        IngestError::Stopped => ApiError::unavailable(format!("{e}; nothing was accepted, retry once the server is back")),
+        IngestError::Stopped => {
+            ApiError::unavailable(format!("{e}; nothing was accepted, retry once the server is back"))
+        }
         e => ApiError::unavailable(format!("the events could not be stored, nothing was accepted; retry: {e}")),
     })?;
     let rejected: Vec<Value> = outcome.rejected.iter().map(|(i, e)| json!({"index": i, "error": e})).collect();

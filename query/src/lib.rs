@@ -28,6 +28,8 @@ pub mod view_eq;
 pub mod view_groups;
 
 pub use audit::{AuditEntry, AuditLog};
-pub use kpi::{KpiEngine, KpiError, KpiLimits, KpiValue, LiveChanges, Period, SeriesQuery, SeriesRow, commits_without_rollups};
+pub use kpi::{
+    KpiEngine, KpiError, KpiLimits, KpiValue, LiveChanges, Period, SeriesQuery, SeriesRow, commits_without_rollups,
+};
 pub use rollup::{RollupError, reaggregate_rollups};
 pub use sandbox::{Caller, Described, QueryOutput, SessionHook, SqlEngine, SqlError, SqlLimits};
