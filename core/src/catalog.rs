@@ -13,6 +13,7 @@ use thiserror::Error;
 
 use crate::admin::is_digits;
 use crate::event::{EventType, Family};
+use crate::index::IndexDef;
 
 /// The shipped default catalog.
 pub const DEFAULT_CATALOG_TOML: &str = include_str!("../../config/kpis.toml");
@@ -23,6 +24,8 @@ pub enum CatalogError {
     Toml(#[from] toml::de::Error),
     #[error("KPI catalog, kpi `{id}`: {message}")]
     Invalid { id: String, message: String },
+    #[error("KPI catalog, index: `{id}`: {message}")]
+    Index { id: String, message: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,6 +137,9 @@ impl KpiDef {
 struct RawCatalog {
     #[serde(default)]
     kpi: Vec<RawKpi>,
+    /// The service index built from the KPIs (CONTRACT.md §7.6).
+    #[serde(default)]
+    index: Option<IndexDef>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -160,6 +166,7 @@ struct RawKpi {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Catalog {
     kpis: Vec<KpiDef>,
+    index: Option<IndexDef>,
 }
 
 impl Catalog {
@@ -228,11 +235,20 @@ impl Catalog {
         if kpis.is_empty() {
             return Err(CatalogError::Invalid { id: String::new(), message: "the catalog has no KPI".into() });
         }
-        Ok(Self { kpis })
+        if let Some(index) = &raw.index {
+            let is_ratio = |id: &str| kpis.iter().any(|k| k.id == id && matches!(k.kind, KpiKind::Ratio { .. }));
+            index.validate(is_ratio).map_err(|(id, message)| CatalogError::Index { id, message })?;
+        }
+        Ok(Self { kpis, index: raw.index })
     }
 
     pub fn kpis(&self) -> &[KpiDef] {
         &self.kpis
+    }
+
+    /// The service index, when the catalog defines one.
+    pub fn index(&self) -> Option<&IndexDef> {
+        self.index.as_ref()
     }
 
     pub fn get(&self, id: &str) -> Option<(usize, &KpiDef)> {

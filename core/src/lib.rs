@@ -11,6 +11,7 @@
 //! - [`counters`]: additive counter deltas per KPI, hour and dimension tuple, the dense
 //!   per-province cube that sums them, and running period totals;
 //! - [`ids`]: ids kept as 128-bit hashes, and the hasher for maps keyed by them;
+//! - [`index`]: the QĐ 766 service index: its definition (catalog data) and scoring;
 //! - [`open_dossiers`]: the state behind the `overdue_open` gauge.
 
 pub mod admin;
@@ -19,6 +20,7 @@ pub mod catalog;
 pub mod counters;
 pub mod event;
 pub mod ids;
+pub mod index;
 pub mod open_dossiers;
 pub mod time;
 
