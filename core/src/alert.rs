@@ -194,7 +194,7 @@ pub enum Scope {
 }
 
 impl Scope {
-    /// The province code, for [`KpiDef::target_for`] and query filters.
+    /// The province code, for [`KpiDef::target`] and query filters.
     pub fn province(&self) -> Option<&str> {
         match self {
             Scope::National => None,
@@ -318,7 +318,8 @@ impl AlertRule {
     pub fn threshold_for(&self, kpi: &KpiDef, scope: &Scope, now: DateTime<Utc>) -> Threshold {
         debug_assert_eq!(kpi.id, self.kpi, "the rule's own KPI");
         Threshold {
-            value: self.threshold.unwrap_or_else(|| kpi.target_for(scope.province(), vn_year(now))),
+            // Rules have no level: level-limited targets do not apply (as in GET /api/v1/kpis).
+            value: self.threshold.unwrap_or_else(|| kpi.target(scope.province(), vn_year(now), None).value),
             direction: self.direction.unwrap_or(kpi.direction),
         }
     }
@@ -828,7 +829,12 @@ mod tests {
     #[test]
     fn threshold_defaults_to_the_kpi_target_for_the_province_and_year() {
         let mut kpi = Catalog::builtin().get("on_time_rate").unwrap().1.clone();
-        kpi.targets.push(TargetOverride { province: Some("01".into()), year: Some(2026), value: 0.9 });
+        kpi.targets.push(TargetOverride {
+            province: Some("01".into()),
+            from_year: Some(2026),
+            value: 0.9,
+            ..TargetOverride::default()
+        });
         let hanoi = Scope::Province("01".into());
         let at = |r: &AlertRule, scope: &Scope, now: &str| {
             let t = r.threshold_for(&kpi, scope, utc(now));
