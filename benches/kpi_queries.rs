@@ -5,8 +5,9 @@
 //!    200,000 events;
 //! 2. `ioc serve` starts on it (the KPI state is rebuilt from `kpi_hourly`); start-up
 //!    time and RSS are read once it is healthy;
-//! 3. `GET /api/v1/kpis` (national and one province) and `GET /api/v1/kpis/{id}` with
-//!    `group_by=province_code` and `bucket=day|month` are timed over 1 day, 1 month and
+//! 3. `GET /api/v1/kpis` (national and one province), `GET /api/v1/kpis/{id}` with
+//!    `group_by=province_code` and `bucket=day|month`, and the QĐ 766 index
+//!    (`GET /api/v1/index`, national and ranked by province) are timed over 1 day, 1 month and
 //!    1 year (Vietnam dates), sequentially, p50 and p99 of `--rounds` requests each,
 //!    timed from sending the request to the last byte of the answer (the client does
 //!    not parse it: a year by province and day is 1.5 MB of JSON, and parsing it into
@@ -107,6 +108,8 @@ async fn run(n: u64, rounds: usize, keep: Option<std::path::PathBuf>) {
             format!("/api/v1/kpis/online_submission_rate?{q}&group_by=province_code&bucket=day"),
             format!("/api/v1/kpis/online_submission_rate?{q}&group_by=province_code&bucket=month"),
             format!("/api/v1/kpis/online_submission_rate?{q}&province_code=79&bucket=day"),
+            format!("/api/v1/index?{q}"),
+            format!("/api/v1/index?{q}&group_by=province_code"),
         ];
         for path in requests {
             let (status, _) = server.get(&path).await;

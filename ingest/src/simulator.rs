@@ -141,6 +141,8 @@ impl Simulator {
             level,
             province_code: Some(p.code.clone()),
             commune_code: commune,
+            province_code_original: None,
+            commune_code_original: None,
             body,
         }
     }

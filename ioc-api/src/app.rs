@@ -23,7 +23,7 @@ use crate::config::WsSettings;
 use crate::error::ApiError;
 use crate::live::Hub;
 use crate::ws::WsMetrics;
-use crate::{alerts, dashboard, events, kpis, sql, ws};
+use crate::{alerts, dashboard, events, index, kpis, sql, ws};
 
 /// Everything handlers need; cheap to clone.
 #[derive(Clone)]
@@ -59,6 +59,7 @@ pub fn app(state: AppState) -> Router {
     let read = Router::new()
         .route("/api/v1/kpis", get(kpis::list))
         .route("/api/v1/kpis/{id}", get(kpis::series))
+        .route("/api/v1/index", get(index::get))
         .route("/api/v1/ws", get(ws::handler))
         .route("/api/v1/alerts", get(alerts::list))
         .route("/api/v1/alert-rules", get(alerts::rules))

@@ -44,7 +44,7 @@ pub fn period(params: &HashMap<String, String>, now: DateTime<Utc>) -> Result<Pe
 
 /// The province a request is limited to: the token's scope, which a query parameter
 /// may narrow to the same province but never widen.
-fn scoped_province(who: &Principal, asked: Option<&String>, state: &AppState) -> Result<Option<String>, ApiError> {
+pub(crate) fn scoped_province(who: &Principal, asked: Option<&String>, state: &AppState) -> Result<Option<String>, ApiError> {
     if let Some(p) = asked
         && state.units.province(p).is_none()
     {

@@ -1,7 +1,7 @@
 //! `ioc-api`: the only crate that knows HTTP and JSON.
 //!
 //! - [`app`]: `fn app(state) -> Router`, auth middleware, health and metrics;
-//! - [`events`], [`kpis`], [`sql`]: the REST handlers;
+//! - [`events`], [`kpis`], [`index`], [`sql`]: the REST handlers;
 //! - [`auth`]: bearer tokens and roles; [`pg`]: the PostgreSQL wire protocol;
 //! - [`config`]: flags, `IOC_*` variables and the TOML config file;
 //! - [`live`]: the hub that computes KPI changes once and fans them out;
@@ -18,6 +18,7 @@ pub mod config;
 pub mod dashboard;
 pub mod error;
 pub mod events;
+pub mod index;
 pub mod json;
 pub mod kpis;
 pub mod live;

@@ -21,7 +21,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use ioc_core::catalog::KpiKind;
 use ioc_core::counters::ScopeKey;
+use ioc_core::index::{IndexDef, IndexScore, rank};
 use ioc_core::time::LivePeriod;
+use ioc_query::index::IndexRow;
 use ioc_query::{KpiEngine, Period};
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, watch};
@@ -98,6 +100,68 @@ pub enum Push {
     Rollover(LivePeriod, Period),
     /// An alert state change, as `GET /api/v1/alerts` shows it.
     Alert(Arc<Value>),
+    /// Rows of the service index that changed in a live period (their score or rank).
+    Index(LivePeriod, Period, Arc<Vec<Arc<IndexUpdate>>>),
+}
+
+/// One row of the service index in a live period, as `GET /api/v1/index` shows it,
+/// serialised once for every connection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexUpdate {
+    /// `None`: the national row.
+    pub scope: ScopeKey,
+    pub row: Value,
+    /// The message after its `seq`.
+    tail: Arc<str>,
+}
+
+impl IndexUpdate {
+    fn new(def: &IndexDef, row: &IndexRow) -> Self {
+        let json = crate::index::row_json(def, row);
+        let text = json.to_string();
+        let tail = if text.len() > 2 { text[1..].into() } else { "}".into() };
+        Self { scope: row.province.as_deref().map(Into::into), row: json, tail }
+    }
+
+    /// The websocket message with its `seq`.
+    pub fn message(&self, seq: u64) -> String {
+        format!("{{\"type\":\"index\",\"seq\":{seq},{}", self.tail)
+    }
+}
+
+/// The service index rows of a period's values: the nation, and every province that
+/// has data, ranked best first; the same sums as the KPIs, so the same numbers as
+/// `GET /api/v1/index` over the period.
+fn index_rows(def: &IndexDef, values: &HashMap<UpdateKey, Arc<KpiUpdate>>) -> HashMap<ScopeKey, Arc<IndexUpdate>> {
+    let kpis: Vec<Arc<str>> = def.kpis().into_iter().map(Arc::from).collect();
+    let value_in = |scope: &ScopeKey| {
+        let found: HashMap<&str, Option<f64>> =
+            kpis.iter().map(|k| (k.as_ref(), values.get(&(k.clone(), scope.clone())).and_then(|u| u.value))).collect();
+        move |k: &str| found.get(k).copied().flatten()
+    };
+    let mut provinces: Vec<Arc<str>> = values.keys().filter_map(|(_, s)| s.clone()).collect();
+    provinces.sort();
+    provinces.dedup();
+    let scored: Vec<(Arc<str>, IndexScore)> = provinces
+        .into_iter()
+        .map(|p| {
+            let score = def.score(value_in(&Some(p.clone())));
+            (p, score)
+        })
+        .filter(|(_, s)| s.measured_max > 0.0)
+        .collect();
+    let national = IndexRow { province: None, rank: None, score: def.score(value_in(&None)) };
+    std::iter::once(national)
+        .chain(rank(scored).into_iter().map(|(r, p, score)| IndexRow {
+            province: Some(p.to_string()),
+            rank: Some(r),
+            score,
+        }))
+        .map(|row| {
+            let u = Arc::new(IndexUpdate::new(def, &row));
+            (u.scope.clone(), u)
+        })
+        .collect()
 }
 
 /// The changes of one tick, indexed by scope, so that a connection looks only at the
@@ -137,13 +201,20 @@ pub struct Hub {
     /// By [`LivePeriod::index`].
     periods: [RwLock<PeriodValues>; 3],
     gauges: RwLock<HashMap<UpdateKey, Arc<KpiUpdate>>>,
+    /// The service index rows of each period's values, by [`LivePeriod::index`].
+    index: [RwLock<HashMap<ScopeKey, Arc<IndexUpdate>>>; 3],
 }
 
 impl Hub {
     /// `capacity` bounds what a slow receiver can lag behind before it must catch up
     /// from [`Hub::latest`].
     pub fn new(capacity: usize) -> Self {
-        Self { tx: broadcast::channel(capacity).0, periods: Default::default(), gauges: RwLock::default() }
+        Self {
+            tx: broadcast::channel(capacity).0,
+            periods: Default::default(),
+            gauges: RwLock::default(),
+            index: Default::default(),
+        }
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Push> {
@@ -156,6 +227,12 @@ impl Hub {
         let p = self.periods[period.index()].read().expect("hub lock");
         let gauges = self.gauges.read().expect("hub lock");
         (p.period, p.values.values().chain(gauges.values()).cloned().collect())
+    }
+
+    /// The service index rows of a live period's values (national first is not
+    /// guaranteed: callers order them).
+    pub fn latest_index(&self, period: LivePeriod) -> Vec<Arc<IndexUpdate>> {
+        self.index[period.index()].read().expect("hub lock").values().cloned().collect()
     }
 
     pub fn publish_alert(&self, alert: Value) {
@@ -190,12 +267,31 @@ impl Hub {
                     tick.push(u);
                 }
             }
+            // The index moves with the values it reads: recomputed (35 rows of a few
+            // dozen indicators) when they changed; only rows whose numbers or rank
+            // changed are pushed.
+            let mut index_changes = Vec::new();
+            if let Some(def) = catalog.index()
+                && (changes.rolled || !tick.is_empty())
+            {
+                let rows = index_rows(def, &self.periods[period.index()].read().expect("hub lock").values);
+                let mut latest = self.index[period.index()].write().expect("hub lock");
+                index_changes = rows.values().filter(|u| latest.get(&u.scope) != Some(*u)).cloned().collect();
+                // A scope no longer ranked (it cannot happen without a rollover) is
+                // dropped with the rest.
+                *latest = rows;
+            }
             // No receivers is fine: nobody is watching. A rollover is announced only
             // once the new period's values are in place; its snapshot carries them.
             if changes.rolled {
                 let _ = self.tx.send(Push::Rollover(period, changes.period));
-            } else if !tick.is_empty() {
-                let _ = self.tx.send(Push::Tick(Arc::new(tick)));
+            } else {
+                if !tick.is_empty() {
+                    let _ = self.tx.send(Push::Tick(Arc::new(tick)));
+                }
+                if !index_changes.is_empty() {
+                    let _ = self.tx.send(Push::Index(period, changes.period, Arc::new(index_changes)));
+                }
             }
         }
         if gauges {

@@ -41,7 +41,7 @@ use crate::auth::Principal;
 use crate::config::WsSettings;
 use crate::error::ApiError;
 use crate::kpis::kpi_json;
-use crate::live::{KpiUpdate, Push, Tick, UpdateKey, scope_json};
+use crate::live::{IndexUpdate, KpiUpdate, Push, Tick, UpdateKey, scope_json};
 
 /// Close code for a client that cannot keep up (policy violation).
 pub const CLOSE_TOO_SLOW: u16 = 1008;
@@ -118,6 +118,9 @@ enum ClientMessage {
         /// `today`, `mtd` (the default) or `ytd`.
         #[serde(default)]
         period: Option<String>,
+        /// Also the rows of the service index (CONTRACT.md §7.6).
+        #[serde(default)]
+        index: bool,
     },
 }
 
@@ -131,13 +134,15 @@ struct Subscription {
     only_province: Option<String>,
     /// The live period the values are over.
     period: LivePeriod,
+    /// The service index rows too.
+    index: bool,
 }
 
 impl Subscription {
     fn parse(text: &str, catalog: &Catalog, who: &Principal) -> Result<Self, (&'static str, String)> {
         let msg: ClientMessage =
             serde_json::from_str(text).map_err(|e| ("invalid_message", format!("expected a subscribe op: {e}")))?;
-        let ClientMessage::Subscribe { kpis, group_by, period } = msg;
+        let ClientMessage::Subscribe { kpis, group_by, period, index } = msg;
         let period = match period.as_deref() {
             None => LivePeriod::Mtd,
             Some(p) => LivePeriod::parse(p)
@@ -158,7 +163,10 @@ impl Subscription {
                 return Err(("invalid_group_by", format!("group_by `{other}` is not null or \"province_code\"")));
             }
         };
-        Ok(Self { kpis, by_province, only_province: who.province.clone(), period })
+        if index && catalog.index().is_none() {
+            return Err(("no_index", "the KPI catalog defines no service index".into()));
+        }
+        Ok(Self { kpis, by_province, only_province: who.province.clone(), period, index })
     }
 
     fn wants(&self, u: &KpiUpdate) -> bool {
@@ -187,6 +195,18 @@ impl Subscription {
     }
 
     /// A province-scoped token sees only its province's alerts, as over REST.
+    /// An index row: the nation's, every province's with `group_by`, or the token's
+    /// province's only.
+    fn wants_index(&self, u: &IndexUpdate) -> bool {
+        self.index
+            && match (&u.scope, &self.only_province) {
+                (None, None) => true,
+                (None, Some(_)) => false,
+                (Some(p), Some(only)) => p.as_ref() == only,
+                (Some(_), None) => self.by_province,
+            }
+    }
+
     fn wants_alert(&self, alert: &Value) -> bool {
         match &self.only_province {
             None => true,
@@ -226,6 +246,7 @@ where
     let mut shown: Option<Period> = None;
     let mut values: BTreeMap<UpdateKey, Arc<KpiUpdate>> = BTreeMap::new();
     let mut alerts: VecDeque<Arc<Value>> = VecDeque::new();
+    let mut index_rows: BTreeMap<ScopeKey, Arc<IndexUpdate>> = BTreeMap::new();
     let mut ping = tokio::time::interval(ping_interval);
     ping.reset();
     let mut last_pong = Instant::now();
@@ -244,8 +265,8 @@ where
     loop {
         // Send what is queued: alerts in order, then the latest value of each KPI, as
         // one write.
-        if !alerts.is_empty() || !values.is_empty() {
-            let (n_alerts, n_kpis) = (alerts.len(), values.len());
+        if !alerts.is_empty() || !values.is_empty() || !index_rows.is_empty() {
+            let (n_alerts, n_kpis, n_index) = (alerts.len(), values.len(), index_rows.len());
             let written = tokio::time::timeout(timeout, async {
                 while let Some(alert) = alerts.pop_front() {
                     seq += 1;
@@ -256,6 +277,10 @@ where
                     seq += 1;
                     sink.feed(Message::Text(update.message(seq).into())).await?;
                 }
+                while let Some((_, row)) = index_rows.pop_first() {
+                    seq += 1;
+                    sink.feed(Message::Text(row.message(seq).into())).await?;
+                }
                 sink.flush().await
             })
             .await;
@@ -263,6 +288,7 @@ where
                 Ok(Ok(())) => {
                     state.ws_metrics.messages.with_label_values(&["alert"]).inc_by(n_alerts as u64);
                     state.ws_metrics.messages.with_label_values(&["kpi"]).inc_by(n_kpis as u64);
+                    state.ws_metrics.messages.with_label_values(&["index"]).inc_by(n_index as u64);
                 }
                 Ok(Err(_)) => return ("closed", None),
                 Err(_) => return ("too_slow", Some((CLOSE_TOO_SLOW, "too slow: messages were not taken in time"))),
@@ -277,6 +303,7 @@ where
                     match Subscription::parse(&text, state.kpis.catalog(), who) {
                         Ok(s) => {
                             values.clear();
+                            index_rows.clear();
                             seq += 1;
                             let (snapshot, period) = snapshot(state, &s, seq);
                             sub = Some(s);
@@ -300,6 +327,7 @@ where
                         // missed the rollover (it lagged); the snapshot says it all.
                         Some((_, range)) if Some(range) != shown => {
                             values.clear();
+                            index_rows.clear();
                             seq += 1;
                             let (snapshot, period) = snapshot(state, s, seq);
                             shown = period;
@@ -316,10 +344,18 @@ where
                     if let Some(s) = sub.as_ref().filter(|s| s.period == p) {
                         // Values queued before the rollover are the old period's.
                         values.clear();
+                            index_rows.clear();
                         seq += 1;
                         let (snapshot, period) = snapshot(state, s, seq);
                         shown = period;
                         send!(snapshot, "snapshot");
+                    }
+                }
+                Ok(Push::Index(p, range, rows)) => {
+                    if let Some(s) = sub.as_ref().filter(|s| s.index && s.period == p && Some(range) == shown) {
+                        for u in rows.iter().filter(|u| s.wants_index(u)) {
+                            index_rows.insert(u.scope.clone(), u.clone());
+                        }
                     }
                 }
                 Ok(Push::Alert(a)) => {
@@ -338,6 +374,7 @@ where
                         let (period, latest) = state.hub.latest(s.period);
                         if period != shown {
                             values.clear();
+                            index_rows.clear();
                             seq += 1;
                             let (snapshot, period) = snapshot(state, s, seq);
                             shown = period;
@@ -345,6 +382,9 @@ where
                         } else {
                             for u in latest.into_iter().filter(|u| s.wants(u)) {
                                 values.insert(u.key(), u);
+                            }
+                            for u in state.hub.latest_index(s.period).into_iter().filter(|u| s.wants_index(u)) {
+                                index_rows.insert(u.scope.clone(), u);
                             }
                         }
                     }
@@ -438,7 +478,15 @@ fn snapshot(state: &AppState, sub: &Subscription, seq: u64) -> (Value, Option<Pe
             kpis.push(entry);
         }
     }
-    (json!({"type": "snapshot", "seq": seq, "period": sub.period.as_str(), "kpis": kpis}), shown)
+    let mut snapshot = json!({"type": "snapshot", "seq": seq, "period": sub.period.as_str(), "kpis": kpis});
+    if sub.index {
+        // The nation (or the token's province) first, then the provinces by rank.
+        let mut rows: Vec<Arc<IndexUpdate>> =
+            state.hub.latest_index(sub.period).into_iter().filter(|u| sub.wants_index(u)).collect();
+        rows.sort_by_key(|u| (u.scope.is_some() && sub.only_province.is_none(), u.row["rank"].as_u64()));
+        snapshot["index"] = Value::Array(rows.iter().map(|u| u.row.clone()).collect());
+    }
+    (snapshot, shown)
 }
 
 #[cfg(test)]

@@ -265,10 +265,19 @@ pub async fn build_context(
     }
     if let Some(catalog) = catalog {
         ctx.register_table("kpi_catalog", kpi_catalog_table(catalog)?)?;
-        ctx.register_udf(kpi_target_udf(catalog.clone()));
+        ctx.register_udf(KpiTarget::udf(catalog.clone(), false));
+        ctx.register_udf(KpiTarget::udf(catalog.clone(), true));
         for (name, sql) in VIEWS {
             let plan = ctx.state().create_logical_plan(sql).await?;
             ctx.register_table(*name, Arc::new(ViewTable::new(plan, Some(sql.to_string()))))?;
+        }
+        if let Some(index) = catalog.index() {
+            // The current month, Vietnam time; national rows only for callers who see
+            // every province.
+            let (from, to) = ioc_core::time::LivePeriod::Mtd.range(chrono::Utc::now());
+            let sql = crate::index::service_index_sql(index, from.to_utc(), to.to_utc(), scope.province.is_none());
+            let plan = ctx.state().create_logical_plan(&sql).await?;
+            ctx.register_table("service_index", Arc::new(ViewTable::new(plan, Some(sql))))?;
         }
     }
     Ok(ctx)

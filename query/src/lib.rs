@@ -21,6 +21,7 @@ pub mod context;
 pub mod date_trunc;
 pub mod eager_aggregate;
 pub mod generate;
+pub mod index;
 pub mod kpi;
 pub mod rollup;
 pub mod sandbox;

@@ -14,7 +14,7 @@ pub mod store;
 
 pub use compact::{CompactOptions, CompactPlan, CompactReport, RetentionReport, Rewrite, RewriteError, VacuumReport};
 pub use schema::{
-    DEAD_LETTERS, DeadLetter, FamilyBuilder, KPI_HOURLY, dead_letter_batch, family_schema, kpi_hourly_schema,
-    time_column_of,
+    DEAD_LETTERS, DeadLetter, FamilyBuilder, KPI_HOURLY, adapt_batch, dead_letter_batch, family_schema,
+    kpi_hourly_schema, time_column_of,
 };
 pub use store::{Commit, CommitInfo, DataFile, Publish, Snapshot, Staged, StorageError, Store};

@@ -5,8 +5,10 @@ use std::sync::{Arc, LazyLock};
 
 use arrow::array::{
     ArrayRef, BinaryBuilder, BooleanBuilder, Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
+    new_null_array,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::error::ArrowError;
 use chrono::{DateTime, Utc};
 use ioc_core::event::{Body, Event, Family};
 
@@ -35,9 +37,21 @@ fn envelope() -> Vec<Field> {
     ]
 }
 
+/// Envelope columns added after version 1 (CONTRACT.md §7.7), last in every event
+/// table so that the columns of version 1 keep their positions: the codes a remapped
+/// event came with, NULL when it was not remapped.
+fn envelope_originals() -> Vec<Field> {
+    vec![
+        Field::new("province_code_original", DataType::Utf8, true),
+        Field::new("commune_code_original", DataType::Utf8, true),
+    ]
+}
+
+/// An event table: the envelope, the family's columns, then [`envelope_originals`].
 fn with_envelope(extra: Vec<Field>) -> SchemaRef {
     let mut fields = envelope();
     fields.extend(extra);
+    fields.extend(envelope_originals());
     Arc::new(Schema::new(fields))
 }
 
@@ -58,6 +72,8 @@ static DOSSIER: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("amount_vnd", DataType::Int64, true),
         b("online"),
         b("satisfied"),
+        // Optional on `dossier.received` (CONTRACT.md §7.5).
+        b("synced_dvcqg"),
     ])
 });
 
@@ -148,6 +164,32 @@ pub fn schema_of(table: &str) -> Option<SchemaRef> {
     tables().find(|(t, _)| *t == table).map(|(_, s)| s)
 }
 
+/// `batch`, read from a file of a table, in the columns of `schema` (the table's
+/// current schema, or a projection of it): schema evolution. Files written by an older
+/// version lack the columns added since; they read as NULL, as SQL reads them
+/// (DataFusion's listing fills a column missing from a file with NULL). A column whose
+/// type differs is cast; columns the schema does not have are dropped. A missing
+/// column that may not be NULL is an error: a table only ever gains nullable columns.
+pub fn adapt_batch(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, ArrowError> {
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| match batch.column_by_name(f.name()) {
+            Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
+            Some(c) => arrow::compute::cast(c, f.data_type()),
+            None if f.is_nullable() => Ok(new_null_array(f.data_type(), batch.num_rows())),
+            None => {
+                Err(ArrowError::SchemaError(format!("the file has no column `{}`, which may not be NULL", f.name())))
+            }
+        })
+        .collect::<Result<Vec<ArrayRef>, _>>()?;
+    RecordBatch::try_new_with_options(
+        schema.clone(),
+        columns,
+        &arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )
+}
+
 /// The timestamp column a table is partitioned (by Vietnam date) and sorted by.
 pub fn time_column_of(table: &str) -> &'static str {
     match table {
@@ -168,6 +210,8 @@ pub struct FamilyBuilder {
     level: StringBuilder,
     province_code: StringBuilder,
     commune_code: StringBuilder,
+    province_code_original: StringBuilder,
+    commune_code_original: StringBuilder,
     strings: Vec<StringBuilder>,
     bools: Vec<BooleanBuilder>,
     timestamps: Vec<TimestampMicrosecondBuilder>,
@@ -186,9 +230,9 @@ enum Col {
 fn layout(family: Family) -> &'static [Col] {
     use Col::*;
     match family {
-        // dossier_id, procedure_code, channel, service_level, due_at, digitized,
-        // reused_data, authenticated, result_electronic, reason, amount_vnd, online, satisfied
-        Family::Dossier => &[S(0), S(1), S(2), S(3), T(0), B(0), B(1), B(2), B(3), S(4), I(0), B(4), B(5)],
+        // dossier_id, procedure_code, channel, service_level, due_at, digitized, reused_data,
+        // authenticated, result_electronic, reason, amount_vnd, online, satisfied, synced_dvcqg
+        Family::Dossier => &[S(0), S(1), S(2), S(3), T(0), B(0), B(1), B(2), B(3), S(4), I(0), B(4), B(5), B(6)],
         // document_id, receiver_agency_code, electronic, signed, secret
         Family::Document => &[S(0), S(1), B(0), B(1), B(2)],
         // record_id, online, secret
@@ -212,6 +256,8 @@ impl FamilyBuilder {
             level: StringBuilder::new(),
             province_code: StringBuilder::new(),
             commune_code: StringBuilder::new(),
+            province_code_original: StringBuilder::new(),
+            commune_code_original: StringBuilder::new(),
             strings: (0..count(|c| matches!(c, Col::S(_)))).map(|_| StringBuilder::new()).collect(),
             bools: (0..count(|c| matches!(c, Col::B(_)))).map(|_| BooleanBuilder::new()).collect(),
             timestamps: (0..count(|c| matches!(c, Col::T(_))))
@@ -241,6 +287,8 @@ impl FamilyBuilder {
         self.level.append_value(e.level.as_str());
         self.province_code.append_option(e.province_code.as_deref());
         self.commune_code.append_option(e.commune_code.as_deref());
+        self.province_code_original.append_option(e.province_code_original.as_deref());
+        self.commune_code_original.append_option(e.commune_code_original.as_deref());
         let ts = |t: &DateTime<Utc>| Some(t.timestamp_micros());
         let (s, b, t, i) = (&mut self.strings, &mut self.bools, &mut self.timestamps, &mut self.ints);
         match &e.body {
@@ -344,6 +392,8 @@ impl FamilyBuilder {
                 Col::I(k) => Arc::new(self.ints[*k].finish()),
             });
         }
+        columns.push(Arc::new(self.province_code_original.finish()));
+        columns.push(Arc::new(self.commune_code_original.finish()));
         self.len = 0;
         RecordBatch::try_new(family_schema(self.family), columns).expect("builder matches schema")
     }
@@ -364,6 +414,7 @@ struct DossierRow<'a> {
     amount_vnd: Option<i64>,
     online: Option<bool>,
     satisfied: Option<bool>,
+    synced_dvcqg: Option<bool>,
 }
 
 fn dossier_row(
@@ -386,6 +437,7 @@ fn dossier_row(
     i[0].append_option(r.amount_vnd);
     b[4].append_option(r.online);
     b[5].append_option(r.satisfied);
+    b[6].append_option(r.synced_dvcqg);
 }
 
 /// A rejected record on its way to the dead-letter table.
@@ -473,7 +525,10 @@ mod tests {
                 "reason",
                 "amount_vnd",
                 "online",
-                "satisfied"
+                "satisfied",
+                "synced_dvcqg",
+                "province_code_original",
+                "commune_code_original"
             ]
         );
     }

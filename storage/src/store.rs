@@ -46,6 +46,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use arrow::array::{Array, RecordBatch, TimestampMicrosecondArray, UInt32Array};
 use arrow::compute::{sort_to_indices, take_record_batch};
+use arrow::datatypes::Schema;
 use chrono::{DateTime, NaiveDate, Utc};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::ProjectionMask;
@@ -57,7 +58,7 @@ use thiserror::Error;
 use tracing::{debug, error, info, warn};
 
 use crate::fs::{Fs, StdFs, create_replacing};
-use crate::schema::{schema_of, time_column_of};
+use crate::schema::{adapt_batch, schema_of, time_column_of};
 
 #[derive(Debug, Error)]
 pub enum StorageError {
@@ -649,7 +650,11 @@ impl Store {
         self.inner.root.join(&file.path)
     }
 
-    /// Reads a data file, optionally only some columns.
+    /// Reads a data file, optionally only some columns, in the table's current schema
+    /// (or its projection on `columns`, in the schema's order), whichever version wrote
+    /// it: the columns a table gained since the file was written read as NULL
+    /// ([`adapt_batch`]). So every reader (rebuilds, the rollup backfill, folding other
+    /// writers' commits, compaction merging old and new files) gets one schema.
     pub fn read_file(&self, file: &DataFile, columns: Option<&[&str]>) -> Result<Vec<RecordBatch>, StorageError> {
         let path = self.path_of(file);
         let pq = |source| StorageError::Parquet { path: path.clone(), source };
@@ -659,8 +664,20 @@ impl Store {
             let mask = ProjectionMask::columns(builder.parquet_schema(), cols.iter().copied());
             builder = builder.with_projection(mask);
         }
+        let target = schema_of(&file.table).map(|s| match columns {
+            None => s,
+            Some(cols) => Arc::new(Schema::new(
+                s.fields().iter().filter(|f| cols.contains(&f.name().as_str())).cloned().collect::<Vec<_>>(),
+            )),
+        });
         let reader = builder.build().map_err(pq)?;
-        reader.collect::<Result<Vec<_>, _>>().map_err(StorageError::Arrow)
+        reader
+            .map(|batch| match &target {
+                Some(schema) => adapt_batch(&batch?, schema),
+                None => batch,
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(StorageError::Arrow)
     }
 
     /// Whether the store can take writes now (for readiness): creates, fsyncs and

@@ -12,8 +12,15 @@ pub struct Event {
     pub source: String,
     pub agency_code: String,
     pub level: Level,
+    /// The province since 2025-07-01: the code the event came with, or the one its
+    /// pre-2025 code was remapped to (CONTRACT.md §7.7).
     pub province_code: Option<String>,
     pub commune_code: Option<String>,
+    /// The pre-2025 province code the event came with, when it was remapped.
+    pub province_code_original: Option<String>,
+    /// The commune code a remapped event came with, when it is not one of the 3,321
+    /// in effect since 2025-07-01 (`commune_code` is then absent).
+    pub commune_code_original: Option<String>,
     pub body: Body,
 }
 
@@ -105,7 +112,8 @@ impl Event {
         }
     }
 
-    /// The event as contract JSON (the inverse of [`decode_event`]).
+    /// The event as contract JSON (the inverse of [`decode_event`]): a remapped event
+    /// with the codes it came with.
     pub fn to_json(&self) -> serde_json::Value {
         use serde_json::json;
         let ts = |t: &DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
@@ -118,10 +126,10 @@ impl Event {
             "level": self.level.as_str(),
         });
         let m = v.as_object_mut().expect("object");
-        if let Some(p) = &self.province_code {
+        if let Some(p) = self.province_code_original.as_ref().or(self.province_code.as_ref()) {
             m.insert("province_code".into(), json!(p));
         }
-        if let Some(c) = &self.commune_code {
+        if let Some(c) = self.commune_code_original.as_ref().or(self.commune_code.as_ref()) {
             m.insert("commune_code".into(), json!(c));
         }
         let body = match &self.body {

@@ -237,6 +237,8 @@ pub(super) fn validate(raw: &Raw<'_>, units: &AdminUnits, now: DateTime<Utc>) ->
         level,
         province_code,
         commune_code,
+        province_code_original: None,
+        commune_code_original: None,
         body,
     })
 }
