@@ -439,7 +439,7 @@ pub(crate) mod tests {
                     assert!(t.period.is_none(), "no values of a period before its rollover: {t:?}");
                     None
                 }
-                Push::Alert(_) => None,
+                Push::Alert(_) | Push::Index(..) => None,
             })
             .collect();
         assert_eq!(
@@ -454,6 +454,51 @@ pub(crate) mod tests {
 
         // A quiet tick in the same periods announces nothing.
         hub.tick(&kpis, midnight + chrono::Duration::seconds(1), false);
+        assert!(pushes(&mut rx).is_empty());
+    }
+
+    /// Simulated events (every type) over the first days of March 2026.
+    fn simulated(seed: u64, n: usize) -> Vec<Record> {
+        let mut sim = ioc_ingest::Simulator::new(Arc::new(AdminUnits::builtin()), seed);
+        let start = t("2026-03-01T08:00:00+07:00");
+        (0..n)
+            .map(|i| {
+                let at = start + chrono::Duration::minutes(i as i64 * 7);
+                Record::new(sim.next_event(at).to_json().to_string().into_bytes(), Origin::Simulator)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_index_rows_of_a_period_are_the_kpi_apis_numbers_ranked_and_quiet_without_change() {
+        let (_dir, kpis) = engine_with(simulated(3, 2_000));
+        let def = kpis.catalog().index().expect("the shipped catalog has the index").clone();
+        let hub = Hub::new(64);
+        let now = t("2026-03-20T12:00:00+07:00");
+        hub.tick(&kpis, now, false);
+        let rows = hub.latest_index(LivePeriod::Mtd);
+        // The national row equals the index scored from `GET /api/v1/kpis`'s values.
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let (from, to) = LivePeriod::Mtd.range(now);
+        let period = Period { from: from.to_utc(), to: to.to_utc() };
+        let listed = rt.block_on(kpis.list(period, None, now)).unwrap();
+        let want = def.score(|k| listed.iter().find(|v| v.def.id == k).and_then(|v| v.value));
+        let national = rows.iter().find(|u| u.scope.is_none()).unwrap();
+        let want_row = crate::index::row_json(&def, &IndexRow { province: None, rank: None, score: want.clone() });
+        assert_eq!(national.row, want_row);
+        assert!(want.measured_max > 0.0);
+        // Provinces: ranked from 1 by score.
+        let mut provinces: Vec<&Arc<IndexUpdate>> = rows.iter().filter(|u| u.scope.is_some()).collect();
+        provinces.sort_by_key(|u| u.row["rank"].as_u64());
+        assert!(!provinces.is_empty());
+        for (i, w) in provinces.windows(2).enumerate() {
+            assert_eq!(w[0].row["rank"], i + 1);
+            assert!(w[0].row["score"].as_f64() >= w[1].row["score"].as_f64());
+        }
+
+        // No change, no push (tests/e2e_index.rs follows pushes of changes end to end).
+        let mut rx = hub.subscribe();
+        hub.tick(&kpis, now + chrono::Duration::seconds(1), false);
         assert!(pushes(&mut rx).is_empty());
     }
 
