@@ -228,7 +228,7 @@ async fn the_cli_simulates_reproducibly_and_queries_stored_data() {
     let out = std::process::Command::new(ioc_bin())
         .args(["sql", "--data-dir"])
         .arg(&data)
-        .arg("SELECT count(*) AS n FROM (SELECT event_id FROM dossier_events UNION ALL SELECT event_id FROM document_events UNION ALL SELECT event_id FROM work_record_events UNION ALL SELECT event_id FROM other_events)")
+        .arg(ALL_EVENTS.replace("count(*)", "count(*) AS n"))
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

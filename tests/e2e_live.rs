@@ -86,7 +86,7 @@ async fn a_websocket_gets_a_snapshot_then_updates_equal_to_the_rest_api_with_gap
     subscribe(&mut ws, json!(["*"]), Value::Null).await;
     let snap = next_json(&mut ws, Duration::from_secs(10)).await;
     assert_eq!((snap["type"].as_str(), snap["seq"].as_u64()), (Some("snapshot"), Some(1)), "{snap}");
-    assert_eq!(snap["kpis"].as_array().unwrap().len(), 15, "every KPI, national: {snap}");
+    assert_eq!(snap["kpis"].as_array().unwrap().len(), KPI_COUNT, "every KPI, national: {snap}");
     let mut seq = 1;
 
     let evs = recent_events(21, 2000);
@@ -102,6 +102,9 @@ async fn a_websocket_gets_a_snapshot_then_updates_equal_to_the_rest_api_with_gap
         .map(|k| (k["id"].as_str().unwrap().to_string(), (k["numerator"].clone(), k["denominator"].clone())))
         .collect();
     fold_until_rest(&server, &mut ws, &mut got, &mut seq).await;
+    for id in ["feedback_on_time_rate", "feedback_satisfaction_rate", "dvcqg_sync_rate"] {
+        assert!(got[id].1.as_u64().unwrap() > 0, "{id} is pushed like every KPI: {:?}", got[id]);
+    }
     let before = got["on_time_rate"].1.as_u64().unwrap();
 
     // Late events for hours already past this month correct the pushed values too.

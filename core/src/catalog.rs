@@ -368,7 +368,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn builtin_catalog_has_the_14_ratios_and_the_overdue_gauge() {
+    fn builtin_catalog_has_the_17_ratios_and_the_overdue_gauge() {
         let c = Catalog::builtin();
         let ids: Vec<&str> = c.kpis().iter().map(|k| k.id.as_str()).collect();
         assert_eq!(
@@ -388,6 +388,9 @@ mod tests {
                 "online_work_record_rate",
                 "digital_inspection_rate",
                 "report_online_rate",
+                "feedback_on_time_rate",
+                "feedback_satisfaction_rate",
+                "dvcqg_sync_rate",
                 "overdue_open",
             ]
         );

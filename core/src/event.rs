@@ -24,5 +24,5 @@ mod proptests;
 pub use decode::decode_event;
 pub use error::{RejectKind, ValidationError};
 pub use model::{Body, Event};
-pub use types::{Channel, CloseReason, EventType, Family, Level, ServiceLevel};
+pub use types::{Channel, CloseReason, EventType, Family, FeedbackChannel, Level, ServiceLevel};
 pub use validate::{MAX_FUTURE, MAX_ID_CHARS};

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use ioc_core::AdminUnits;
-use ioc_core::event::{Body, Channel, CloseReason, Event, Level, ServiceLevel};
+use ioc_core::event::{Body, Channel, CloseReason, Event, FeedbackChannel, Level, ServiceLevel};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -45,7 +45,20 @@ struct Profile {
     work_online: f64,
     digital_inspection: f64,
     report_via_system: f64,
+    /// Whether the province's one-stop system reports `synced_dvcqg` at all, and if so
+    /// how often the dossier is synchronised to the national portal.
+    reports_dvcqg: bool,
+    dvcqg_synced: f64,
+    feedback_late: f64,
+    feedback_satisfied: f64,
     weight: f64,
+}
+
+struct OpenFeedback {
+    feedback_id: String,
+    province: usize,
+    commune: Option<String>,
+    due_at: DateTime<Utc>,
 }
 
 struct Open {
@@ -64,9 +77,11 @@ pub struct Simulator {
     seed: u64,
     seq: u64,
     open: VecDeque<Open>,
+    open_feedback: VecDeque<OpenFeedback>,
 }
 
 const MAX_OPEN: usize = 20_000;
+const MAX_OPEN_FEEDBACK: usize = 2_000;
 
 impl Simulator {
     pub fn new(units: Arc<AdminUnits>, seed: u64) -> Self {
@@ -89,6 +104,11 @@ impl Simulator {
                 work_online: r(0.75, 0.99),
                 digital_inspection: r(0.30, 0.80),
                 report_via_system: r(0.85, 1.0),
+                // Most provinces' systems send the flag; a few older ones never do.
+                reports_dvcqg: r(0.0, 1.0) < 0.85,
+                dvcqg_synced: r(0.80, 0.99),
+                feedback_late: r(0.02, 0.20),
+                feedback_satisfied: r(0.70, 0.97),
                 weight: r(0.5, 3.0),
             })
             .collect();
@@ -100,7 +120,7 @@ impl Simulator {
                 acc
             })
             .collect();
-        Self { rng, units, profiles, cumulative, seed, seq: 0, open: VecDeque::new() }
+        Self { rng, units, profiles, cumulative, seed, seq: 0, open: VecDeque::new(), open_feedback: VecDeque::new() }
     }
 
     fn province(&mut self) -> usize {
@@ -147,16 +167,77 @@ impl Simulator {
         }
     }
 
+    /// The next citizen feedback event (`feedback.received` or `feedback.resolved`),
+    /// occurring at `at`: what [`Simulator::next_event`] makes 2% of the time.
+    pub fn next_feedback(&mut self, at: DateTime<Utc>) -> Event {
+        let province = self.province();
+        self.feedback(at, province)
+    }
+
+    /// Feedback is received slightly more often than resolved, so that a little stays
+    /// open; most is resolved on time (the legal limit is days to weeks), and about two
+    /// resolutions in three carry the citizen's rating.
+    fn feedback(&mut self, at: DateTime<Utc>, province: usize) -> Event {
+        if self.open_feedback.is_empty() || self.chance(0.53) {
+            let commune = if self.chance(0.6) { self.commune(province) } else { None };
+            let channel =
+                [FeedbackChannel::Online, FeedbackChannel::InPerson, FeedbackChannel::Phone, FeedbackChannel::Post]
+                    [self.weighted(&[0.55, 0.2, 0.2, 0.05])];
+            let due_at = at + Duration::days(self.rng.random_range(5..31));
+            let feedback_id = format!("PAKN-{}-{:x}-{}", self.units.provinces()[province].code, self.seed, self.seq);
+            if self.open_feedback.len() >= MAX_OPEN_FEEDBACK {
+                self.open_feedback.pop_front();
+            }
+            self.open_feedback.push_back(OpenFeedback {
+                feedback_id: feedback_id.clone(),
+                province,
+                commune: commune.clone(),
+                due_at,
+            });
+            return self.envelope(
+                at,
+                province,
+                commune,
+                "pakn",
+                Body::FeedbackReceived { feedback_id, channel, due_at },
+            );
+        }
+        let i = self.rng.random_range(0..self.open_feedback.len());
+        let f = self.open_feedback.swap_remove_back(i).expect("non-empty");
+        let p = self.profiles[f.province].clone();
+        // A late resolution: the effective due time had passed.
+        let due_at = if self.chance(p.feedback_late) {
+            at - Duration::hours(self.rng.random_range(1..240))
+        } else {
+            f.due_at.max(at)
+        };
+        let satisfied = self.chance(0.65).then(|| self.chance(p.feedback_satisfied));
+        let body = Body::FeedbackResolved { feedback_id: f.feedback_id, due_at, satisfied };
+        self.envelope(at, f.province, f.commune, "pakn", body)
+    }
+
+    /// An index drawn with the given weights (summing to 1).
+    fn weighted(&mut self, weights: &[f64]) -> usize {
+        let mut x: f64 = self.rng.random();
+        for (i, w) in weights.iter().enumerate() {
+            if x < *w {
+                return i;
+            }
+            x -= w;
+        }
+        weights.len() - 1
+    }
+
     /// The next event, occurring at `at`.
     pub fn next_event(&mut self, at: DateTime<Utc>) -> Event {
         let roll: f64 = self.rng.random();
         let province = self.province();
         let p = self.profiles[province].clone();
         match roll {
-            // Receipts slightly outnumber finishes (36% vs 34% of events): the pool of
+            // Receipts slightly outnumber finishes (35% vs 33% of events): the pool of
             // open dossiers fills up, and the oldest ones are then dropped unfinished,
             // about one dossier in eighteen, as abandoned dossiers are in practice.
-            x if x < 0.36 || (x < 0.70 && self.open.is_empty()) => {
+            x if x < 0.35 || (x < 0.68 && self.open.is_empty()) => {
                 let commune = if self.chance(0.8) { self.commune(province) } else { None };
                 let procedure = self.rng.random_range(0..PROCEDURES.len());
                 let service_level = PROCEDURES[procedure].1;
@@ -186,6 +267,9 @@ impl Simulator {
                     procedure,
                     due_at,
                 });
+                // A system that reports the flag leaves it out now and then (a dossier
+                // not yet sent to the portal's queue).
+                let synced_dvcqg = (p.reports_dvcqg && self.chance(0.97)).then(|| self.chance(p.dvcqg_synced));
                 let body = Body::DossierReceived {
                     dossier_id,
                     procedure_code: PROCEDURES[procedure].0.into(),
@@ -195,10 +279,11 @@ impl Simulator {
                     digitized: self.chance(p.digitized),
                     reused_data: self.chance(p.reused),
                     authenticated: online && self.chance(p.authenticated),
+                    synced_dvcqg,
                 };
                 self.envelope(at, province, commune, "motcua", body)
             }
-            x if x < 0.70 => {
+            x if x < 0.68 => {
                 let i = self.rng.random_range(0..self.open.len());
                 let d = self.open.swap_remove_back(i).expect("non-empty");
                 let p = self.profiles[d.province].clone();
@@ -223,7 +308,7 @@ impl Simulator {
                 };
                 self.envelope(at, d.province, d.commune, "motcua", body)
             }
-            x if x < 0.80 => {
+            x if x < 0.78 => {
                 let dossier_id = format!("HS-{}-{:x}-p{}", self.units.provinces()[province].code, self.seed, self.seq);
                 let body = Body::DossierPaid {
                     dossier_id,
@@ -232,12 +317,12 @@ impl Simulator {
                 };
                 self.envelope(at, province, None, "dvc-quocgia", body)
             }
-            x if x < 0.86 => {
+            x if x < 0.84 => {
                 let dossier_id = format!("HS-{}-{:x}-r{}", self.units.provinces()[province].code, self.seed, self.seq);
                 let body = Body::DossierRated { dossier_id, satisfied: self.chance(p.satisfied) };
                 self.envelope(at, province, None, "dvc-quocgia", body)
             }
-            x if x < 0.95 => {
+            x if x < 0.93 => {
                 let electronic = self.chance(p.edoc);
                 let receiver = self.province();
                 let body = Body::DocumentSent {
@@ -249,7 +334,7 @@ impl Simulator {
                 };
                 self.envelope(at, province, None, SOURCES[2], body)
             }
-            x if x < 0.98 => {
+            x if x < 0.96 => {
                 let body = Body::WorkRecordClosed {
                     record_id: format!("HSCV-{:x}-{}", self.seed, self.seq),
                     online: self.chance(p.work_online),
@@ -257,6 +342,8 @@ impl Simulator {
                 };
                 self.envelope(at, province, None, "qlvb", body)
             }
+            // Citizen feedback: rarer than dossiers (2% of events).
+            x if x < 0.98 => self.feedback(at, province),
             x if x < 0.99 => {
                 let body = Body::InspectionCompleted {
                     inspection_id: format!("KT-{:x}-{}", self.seed, self.seq),
@@ -306,7 +393,58 @@ mod tests {
             types.insert(e.event_type());
             provinces.insert(e.province_code.clone().unwrap());
         }
-        assert_eq!(types.len(), 9, "{types:?}");
+        assert_eq!(types.len(), 11, "{types:?}");
         assert_eq!(provinces.len(), 34);
+    }
+
+    #[test]
+    fn feedback_and_the_portal_flag_come_in_realistic_proportions() {
+        let units = Arc::new(AdminUnits::builtin());
+        let at: DateTime<Utc> = "2026-11-23T03:00:00Z".parse().unwrap();
+        let mut s = Simulator::new(units, 2);
+        let n = 100_000;
+        let (mut received, mut flagged, mut synced) = (0u32, 0u32, 0u32);
+        let (mut fb_received, mut fb_resolved, mut on_time, mut rated) = (0u32, 0u32, 0u32, 0u32);
+        let mut silent: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+        let mut reporting: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+        for i in 0..n {
+            let e = s.next_event(at + Duration::seconds(i));
+            assert_eq!((&e.province_code_original, &e.commune_code_original), (&None, &None), "only codes in effect");
+            let province = e.province_code.clone().unwrap();
+            match e.body {
+                Body::DossierReceived { synced_dvcqg, .. } => {
+                    received += 1;
+                    if let Some(v) = synced_dvcqg {
+                        flagged += 1;
+                        synced += u32::from(v);
+                        reporting.insert(province);
+                    } else {
+                        silent.insert(province);
+                    }
+                }
+                Body::FeedbackReceived { .. } => fb_received += 1,
+                Body::FeedbackResolved { due_at, satisfied, .. } => {
+                    fb_resolved += 1;
+                    on_time += u32::from(e.occurred_at <= due_at);
+                    rated += u32::from(satisfied.is_some());
+                }
+                _ => {}
+            }
+        }
+        let share = |a: u32, b: u32| f64::from(a) / f64::from(b);
+        // Feedback is rarer than dossiers; most of it is resolved, mostly on time, and
+        // about two resolutions in three are rated.
+        let feedback = share(fb_received + fb_resolved, n as u32);
+        assert!((0.015..0.025).contains(&feedback), "feedback is {feedback} of events");
+        assert!(share(fb_resolved, fb_received) > 0.8, "{fb_resolved} of {fb_received} resolved");
+        assert!(share(on_time, fb_resolved) > 0.8, "{on_time} of {fb_resolved} on time");
+        assert!((0.6..0.7).contains(&share(rated, fb_resolved)), "{rated} of {fb_resolved} rated");
+        assert!(share(received, n as u32) > 10.0 * feedback);
+        // Most dossiers carry the flag, most of those are synchronised, and some
+        // provinces' systems never send it.
+        assert!((0.6..0.99).contains(&share(flagged, received)), "{flagged} of {received} flagged");
+        assert!(share(synced, flagged) > 0.8, "{synced} of {flagged} synced");
+        let never: Vec<&String> = silent.difference(&reporting).collect();
+        assert!(!never.is_empty() && never.len() < 17, "provinces that never send the flag: {never:?}");
     }
 }

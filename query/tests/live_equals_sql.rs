@@ -4,7 +4,10 @@
 //! denominators for every KPI, slice and period, on random event sets with late
 //! events. Slices by province come from the in-memory cube, other dimensions from SQL
 //! over `kpi_hourly`. A store written without rollups (older versions) is backfilled
-//! and then answers the same.
+//! and then answers the same. The events are the simulator's, every type, plus extra
+//! citizen feedback (`feedback_events`, whose `satisfied` is optional) so that its KPIs
+//! have data; dossier receipts carry the optional `synced_dvcqg` or not, and the KPIs
+//! over optional fields count only the events that carry them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -35,9 +38,17 @@ fn new_engine(store: &Store) -> Arc<KpiEngine> {
 }
 
 /// Ingests simulator events at `base() + offset` minutes through the pipeline, in
-/// `batches` commits, then the `late` ones (old hours, committed last). With
-/// `rollups: false` the pipeline writes no rollups, as versions before them did.
-async fn ingest(seed: u64, offsets_min: &[i64], batches: usize, late: &[i64], rollups: bool) -> Setup {
+/// `batches` commits, with feedback events at the `feedback` offsets among them, then
+/// the `late` ones (old hours, committed last). With `rollups: false` the pipeline
+/// writes no rollups, as versions before them did.
+async fn ingest(
+    seed: u64,
+    offsets_min: &[i64],
+    feedback: &[i64],
+    batches: usize,
+    late: &[i64],
+    rollups: bool,
+) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), "test").unwrap();
     let units = Arc::new(AdminUnits::builtin());
@@ -55,19 +66,14 @@ async fn ingest(seed: u64, offsets_min: &[i64], batches: usize, late: &[i64], ro
     )
     .unwrap();
     let mut sim = Simulator::new(units, seed);
-    let mut records = |offsets: &[i64]| -> Vec<Record> {
-        offsets
-            .iter()
-            .map(|m| {
-                Record::new(
-                    sim.next_event(base() + Duration::minutes(*m)).to_json().to_string().into_bytes(),
-                    Origin::Simulator,
-                )
-            })
-            .collect()
-    };
-    let main = records(offsets_min);
-    let late = records(late);
+    let record = |e: ioc_core::Event| Record::new(e.to_json().to_string().into_bytes(), Origin::Simulator);
+    let at = |m: &i64| base() + Duration::minutes(*m);
+    let mut main: Vec<Record> = offsets_min.iter().map(|m| record(sim.next_event(at(m)))).collect();
+    for (i, m) in feedback.iter().enumerate() {
+        let event = sim.next_feedback(at(m));
+        main.insert((i * 7919) % (main.len() + 1), record(event));
+    }
+    let late: Vec<Record> = late.iter().map(|m| record(sim.next_event(at(m)))).collect();
     let per = main.len().div_ceil(batches.max(1)).max(1);
     for chunk in main.chunks(per).chain(late.chunks(late.len().max(1))) {
         let out = ingestor.submit(chunk.to_vec(), BTreeMap::new()).await.unwrap();
@@ -209,6 +215,7 @@ proptest! {
     fn live_counters_rebuilt_counters_and_sql_agree(
         seed in any::<u64>(),
         offsets in prop::collection::vec(-3 * 24 * 60i64..3 * 24 * 60, 1..400),
+        feedback in prop::collection::vec(-3 * 24 * 60i64..3 * 24 * 60, 0..80),
         late in prop::collection::vec(-3 * 24 * 60i64..-2 * 24 * 60, 0..30),
         batches in 1usize..4,
         cut_a in 0i64..(6 * 24 * 3600),
@@ -216,7 +223,7 @@ proptest! {
     ) {
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
-            let setup = ingest(seed, &offsets, batches, &late, true).await;
+            let setup = ingest(seed, &offsets, &feedback, batches, &late, true).await;
             prop_assert!(commits_without_rollups(&setup.store.refresh().unwrap()).is_empty());
             let all = Period { from: base() - Duration::days(4), to: base() + Duration::days(4) };
             // An arbitrary period with unaligned edges (seconds), exercising the partial
@@ -253,7 +260,8 @@ proptest! {
 async fn a_store_without_rollups_is_backfilled_once_and_answers_like_sql() {
     let offsets: Vec<i64> = (0..600).map(|i| (i * 37) % (6 * 24 * 60) - 3 * 24 * 60).collect();
     let late: Vec<i64> = (0..20).map(|i| -3 * 24 * 60 + i * 7).collect();
-    let old = ingest(11, &offsets, 3, &late, false).await;
+    let feedback: Vec<i64> = (0..80).map(|i| (i * 113) % (6 * 24 * 60) - 3 * 24 * 60).collect();
+    let old = ingest(11, &offsets, &feedback, 3, &late, false).await;
     let snap = old.store.refresh().unwrap();
     assert!(snap.files(KPI_HOURLY).is_empty());
     assert_eq!(commits_without_rollups(&snap).len(), 4, "three batches and the late one");
@@ -284,6 +292,12 @@ async fn a_store_without_rollups_is_backfilled_once_and_answers_like_sql() {
     assert!(commits_without_rollups(&snap).is_empty());
     assert_eq!(snap.version, Some(version));
     upgraded.rebuild(&snap).unwrap();
+    // The new types and the optional fields have data here: KPIs over an optional
+    // field count only the events that carry it, fewer than all of their type.
+    let values = upgraded.list(period, None, base()).await.unwrap();
+    let den = |id: &str| values.iter().find(|v| v.def.id == id).unwrap().count.denominator;
+    assert!(den("dvcqg_sync_rate") > 0 && den("dvcqg_sync_rate") < den("online_submission_rate"));
+    assert!(den("feedback_satisfaction_rate") > 0 && den("feedback_satisfaction_rate") < den("feedback_on_time_rate"));
 
     running.sync().await.unwrap();
     drop(running);

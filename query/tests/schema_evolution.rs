@@ -157,8 +157,32 @@ async fn a_store_written_before_the_new_columns_is_read_backfilled_rebuilt_and_c
     assert!(after < before, "dossier files: {before} -> {after}");
     let all_dossiers = all.iter().filter(|e| e.family() == Family::Dossier).count() as i64;
     assert_eq!(sql_count(&store, "SELECT count(*) FROM dossier_events").await, all_dossiers);
-    assert_eq!(sql_count(&store, nulls).await, all_dossiers, "nothing here was remapped or carries synced_dvcqg");
+    let (flagged, synced) = flags(&new);
+    assert!(flagged > 20 && synced > 10, "the new events carry the flag: {flagged}, {synced}");
+    assert_eq!(
+        sql_count(&store, nulls).await,
+        all_dossiers - flagged,
+        "the flag survives compaction; nothing was remapped"
+    );
+    assert_eq!(sql_count(&store, "SELECT count(*) FROM dossier_events WHERE synced_dvcqg").await, synced);
     let compacted = engine(&store);
     compacted.rebuild(&snap).unwrap();
     check(&compacted, period, now, overdue(&all, now), "compacted").await;
+    // The KPI over the flag counts only the new events, the ones that carry it.
+    let (_, dvcqg) = compacted.catalog().get("dvcqg_sync_rate").unwrap();
+    let values = compacted.list(period, None, now).await.unwrap();
+    let value = values.iter().find(|v| v.def.id == dvcqg.id).unwrap();
+    assert_eq!((value.count.numerator, value.count.denominator), (synced as u64, flagged as u64));
+}
+
+/// Dossier receipts that carry `synced_dvcqg`, and those with it true.
+fn flags(events: &[Event]) -> (i64, i64) {
+    let flags: Vec<bool> = events
+        .iter()
+        .filter_map(|e| match e.body {
+            Body::DossierReceived { synced_dvcqg, .. } => synced_dvcqg,
+            _ => None,
+        })
+        .collect();
+    (flags.len() as i64, flags.iter().filter(|v| **v).count() as i64)
 }

@@ -103,6 +103,17 @@ static OTHER: LazyLock<SchemaRef> = LazyLock::new(|| {
     ])
 });
 
+static FEEDBACK: LazyLock<SchemaRef> = LazyLock::new(|| {
+    with_envelope(vec![
+        Field::new("feedback_id", DataType::Utf8, false),
+        // `feedback.received` only.
+        Field::new("channel", DataType::Utf8, true),
+        Field::new("due_at", timestamp_type(), false),
+        // Optional on `feedback.resolved`.
+        Field::new("satisfied", DataType::Boolean, true),
+    ])
+});
+
 static DEAD: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(vec![
         Field::new("received_at", timestamp_type(), false),
@@ -119,6 +130,7 @@ pub fn family_schema(family: Family) -> SchemaRef {
         Family::Document => DOCUMENT.clone(),
         Family::WorkRecord => WORK_RECORD.clone(),
         Family::Other => OTHER.clone(),
+        Family::Feedback => FEEDBACK.clone(),
     }
 }
 
@@ -239,6 +251,8 @@ fn layout(family: Family) -> &'static [Col] {
         Family::WorkRecord => &[S(0), B(0), B(1)],
         // entity_id, digital, via_system
         Family::Other => &[S(0), B(0), B(1)],
+        // feedback_id, channel, due_at, satisfied
+        Family::Feedback => &[S(0), S(1), T(0), B(0)],
     }
 }
 
@@ -301,6 +315,7 @@ impl FamilyBuilder {
                 digitized,
                 reused_data,
                 authenticated,
+                synced_dvcqg,
             } => {
                 dossier_row(
                     s,
@@ -316,6 +331,7 @@ impl FamilyBuilder {
                         digitized: Some(*digitized),
                         reused_data: Some(*reused_data),
                         authenticated: Some(*authenticated),
+                        synced_dvcqg: *synced_dvcqg,
                         ..Default::default()
                     },
                 );
@@ -367,6 +383,18 @@ impl FamilyBuilder {
                 s[0].append_value(report_id);
                 b[0].append_null();
                 b[1].append_value(*via_system);
+            }
+            Body::FeedbackReceived { feedback_id, channel, due_at } => {
+                s[0].append_value(feedback_id);
+                s[1].append_value(channel.as_str());
+                t[0].append_value(due_at.timestamp_micros());
+                b[0].append_null();
+            }
+            Body::FeedbackResolved { feedback_id, due_at, satisfied } => {
+                s[0].append_value(feedback_id);
+                s[1].append_null();
+                t[0].append_value(due_at.timestamp_micros());
+                b[0].append_option(*satisfied);
             }
         }
         self.len += 1;
@@ -491,6 +519,8 @@ mod tests {
             ),
             raw("work_record.closed", r#""record_id":"R","online":false,"secret":true"#),
             raw("report.submitted", r#""report_id":"B","via_system":true"#),
+            raw("feedback.received", r#""feedback_id":"F","channel":"phone","due_at":"2026-01-05T00:00:00Z""#),
+            raw("feedback.resolved", r#""feedback_id":"F","due_at":"2026-01-05T00:00:00Z""#),
         ];
         for text in events {
             let e = decode_event(text.as_bytes(), &units, now).unwrap();
@@ -531,5 +561,66 @@ mod tests {
                 "commune_code_original"
             ]
         );
+    }
+
+    #[test]
+    fn feedback_events_have_their_contract_columns_and_absent_optional_fields_are_null() {
+        use arrow::array::{Array, AsArray};
+        let names: Vec<String> = family_schema(Family::Feedback).fields().iter().map(|f| f.name().clone()).collect();
+        assert_eq!(
+            names,
+            [
+                "event_id",
+                "type",
+                "occurred_at",
+                "source",
+                "agency_code",
+                "level",
+                "province_code",
+                "commune_code",
+                "feedback_id",
+                "channel",
+                "due_at",
+                "satisfied",
+                "province_code_original",
+                "commune_code_original"
+            ]
+        );
+        let units = AdminUnits::builtin();
+        let now = Utc::now();
+        let event = |ty: &str, extra: &str| {
+            let text = format!(
+                r#"{{"event_id":"{ty}","type":"{ty}","occurred_at":"2026-01-01T00:00:00Z","source":"s",
+                "agency_code":"a","level":"province","province_code":"01"{extra}}}"#
+            );
+            decode_event(text.as_bytes(), &units, now).unwrap()
+        };
+        let bools = |batch: &RecordBatch, name: &str| -> Vec<Option<bool>> {
+            batch.column_by_name(name).unwrap().as_boolean().iter().collect()
+        };
+        let mut b = FamilyBuilder::new(Family::Feedback);
+        b.append(&event(
+            "feedback.received",
+            r#","feedback_id":"F","channel":"phone","due_at":"2026-01-05T00:00:00Z""#,
+        ));
+        b.append(&event("feedback.resolved", r#","feedback_id":"F","due_at":"2026-01-05T00:00:00Z""#));
+        b.append(&event(
+            "feedback.resolved",
+            r#","feedback_id":"G","due_at":"2026-01-05T00:00:00Z","satisfied":false"#,
+        ));
+        let batch = b.finish();
+        assert_eq!(bools(&batch, "satisfied"), [None, None, Some(false)]);
+        let channel: Vec<Option<&str>> = batch.column_by_name("channel").unwrap().as_string::<i32>().iter().collect();
+        assert_eq!(channel, [Some("phone"), None, None]);
+        assert_eq!(batch.column_by_name("province_code_original").unwrap().null_count(), 3);
+
+        let received = r#","dossier_id":"D","procedure_code":"1","channel":"post","service_level":"none",
+            "due_at":"2026-01-05T00:00:00Z","digitized":true,"reused_data":true,"authenticated":false"#;
+        let mut b = FamilyBuilder::new(Family::Dossier);
+        b.append(&event("dossier.received", received));
+        b.append(&event("dossier.received", &format!(r#"{received},"synced_dvcqg":true"#)));
+        b.append(&event("dossier.received", &format!(r#"{received},"synced_dvcqg":false"#)));
+        b.append(&event("dossier.rated", r#","dossier_id":"D","satisfied":true"#));
+        assert_eq!(bools(&b.finish(), "synced_dvcqg"), [None, Some(true), Some(false), None]);
     }
 }

@@ -38,9 +38,10 @@ fn received(i: usize, remapped_from: Option<&str>) -> Event {
             channel: Channel::Online,
             service_level: ServiceLevel::Full,
             due_at: at() + Duration::days(3),
-            digitized: i % 2 == 0,
+            digitized: i.is_multiple_of(2),
             reused_data: false,
             authenticated: true,
+            synced_dvcqg: remapped_from.map(|_| !i.is_multiple_of(2)),
         },
     }
 }
@@ -111,4 +112,6 @@ fn files_without_the_new_columns_read_as_the_current_schema_and_compact_with_new
         [None, None, None, Some("02".into()), Some("02".into())],
         "old rows NULL, new rows as written"
     );
+    let synced: Vec<Option<bool>> = rows.column_by_name("synced_dvcqg").unwrap().as_boolean().iter().collect();
+    assert_eq!(synced, [None, None, None, Some(true), Some(false)]);
 }

@@ -236,8 +236,8 @@ pub fn lines(events: &[Event]) -> Vec<String> {
     events.iter().map(|e| e.to_json().to_string()).collect()
 }
 
-/// The contract's KPI definitions (CONTRACT.md §2), written independently of the
-/// shipped catalog: (numerator, denominator) per KPI id.
+/// The contract's KPI definitions (CONTRACT.md §2 and §7.5), written independently of
+/// the shipped catalog: (numerator, denominator) per KPI id.
 pub fn expected_counts(events: &[Event], province: Option<&str>) -> BTreeMap<&'static str, (u64, u64)> {
     let mut m: BTreeMap<&'static str, (u64, u64)> = BTreeMap::new();
     let mut add = |id: &'static str, den: bool, num: bool| {
@@ -254,13 +254,23 @@ pub fn expected_counts(events: &[Event], province: Option<&str>) -> BTreeMap<&'s
             continue;
         }
         match &e.body {
-            Body::DossierReceived { channel, service_level, digitized, reused_data, authenticated, .. } => {
+            Body::DossierReceived {
+                channel,
+                service_level,
+                digitized,
+                reused_data,
+                authenticated,
+                synced_dvcqg,
+                ..
+            } => {
                 let online = *channel == Channel::Online;
                 add("full_online_rate", *service_level == ServiceLevel::Full, online);
                 add("online_submission_rate", true, online);
                 add("digitization_rate", true, *digitized);
                 add("data_reuse_rate", true, *reused_data);
                 add("eid_auth_rate", online, *authenticated);
+                // CONTRACT.md §7.5: over the dossiers that carry the optional flag.
+                add("dvcqg_sync_rate", synced_dvcqg.is_some(), *synced_dvcqg == Some(true));
             }
             Body::DossierResolved { due_at, result_electronic, .. } => {
                 add("on_time_rate", true, e.occurred_at <= *due_at);
@@ -275,7 +285,12 @@ pub fn expected_counts(events: &[Event], province: Option<&str>) -> BTreeMap<&'s
             Body::WorkRecordClosed { online, secret, .. } => add("online_work_record_rate", !secret, *online),
             Body::InspectionCompleted { digital, .. } => add("digital_inspection_rate", true, *digital),
             Body::ReportSubmitted { via_system, .. } => add("report_online_rate", true, *via_system),
-            Body::DossierClosed { .. } => {}
+            // CONTRACT.md §7.5: every resolution, and the rated ones for satisfaction.
+            Body::FeedbackResolved { due_at, satisfied, .. } => {
+                add("feedback_on_time_rate", true, e.occurred_at <= *due_at);
+                add("feedback_satisfaction_rate", satisfied.is_some(), *satisfied == Some(true));
+            }
+            Body::DossierClosed { .. } | Body::FeedbackReceived { .. } => {}
         }
     }
     m
@@ -289,8 +304,8 @@ pub async fn check_kpis(server: &Server, events: &[Event], query: &str, province
         return Err(format!("status {status}: {v}"));
     }
     let list = v.as_array().ok_or_else(|| format!("not a list: {v}"))?;
-    if list.len() != 15 {
-        return Err(format!("expected 14 ratios and the overdue gauge, got {}", list.len()));
+    if list.len() != KPI_COUNT {
+        return Err(format!("expected 17 ratios and the overdue gauge, got {}", list.len()));
     }
     for k in list.iter().filter(|k| k["kind"] != "gauge") {
         let id = k["id"].as_str().unwrap_or_default();
@@ -469,8 +484,12 @@ pub async fn wait_for_count(server: &Server, sql: &str, want: i64, secs: u64) {
     }
 }
 
-/// Every stored event, across the four event tables.
-pub const ALL_EVENTS: &str = "SELECT count(*) FROM (SELECT event_id FROM dossier_events UNION ALL SELECT event_id FROM document_events UNION ALL SELECT event_id FROM work_record_events UNION ALL SELECT event_id FROM other_events)";
+/// Every stored event, across the five event tables.
+pub const ALL_EVENTS: &str = "SELECT count(*) FROM (SELECT event_id FROM dossier_events UNION ALL SELECT event_id FROM document_events UNION ALL SELECT event_id FROM work_record_events UNION ALL SELECT event_id FROM other_events UNION ALL SELECT event_id FROM feedback_events)";
+
+/// The KPIs of the shipped catalog: 17 ratios (CONTRACT.md §2 and §7.5) and the
+/// overdue gauge.
+pub const KPI_COUNT: usize = 18;
 
 /// A `kB` line of /proc/<pid>/status, such as `VmHWM:` (peak RSS), for benchmarks.
 pub fn status_kib(pid: u32, key: &str) -> u64 {

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::types::{Channel, CloseReason, EventType, Family, Level, ServiceLevel};
+use super::types::{Channel, CloseReason, EventType, Family, FeedbackChannel, Level, ServiceLevel};
 
 /// A validated event.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,6 +36,8 @@ pub enum Body {
         digitized: bool,
         reused_data: bool,
         authenticated: bool,
+        /// Synchronised to the national public-service portal; optional (§7.5).
+        synced_dvcqg: Option<bool>,
     },
     DossierResolved {
         dossier_id: String,
@@ -76,6 +78,17 @@ pub enum Body {
         report_id: String,
         via_system: bool,
     },
+    FeedbackReceived {
+        feedback_id: String,
+        channel: FeedbackChannel,
+        due_at: DateTime<Utc>,
+    },
+    FeedbackResolved {
+        feedback_id: String,
+        due_at: DateTime<Utc>,
+        /// The citizen's rating of the handling; optional.
+        satisfied: Option<bool>,
+    },
 }
 
 impl Event {
@@ -90,6 +103,8 @@ impl Event {
             Body::WorkRecordClosed { .. } => EventType::WorkRecordClosed,
             Body::InspectionCompleted { .. } => EventType::InspectionCompleted,
             Body::ReportSubmitted { .. } => EventType::ReportSubmitted,
+            Body::FeedbackReceived { .. } => EventType::FeedbackReceived,
+            Body::FeedbackResolved { .. } => EventType::FeedbackResolved,
         }
     }
 
@@ -109,6 +124,7 @@ impl Event {
             Body::WorkRecordClosed { record_id, .. } => record_id,
             Body::InspectionCompleted { inspection_id, .. } => inspection_id,
             Body::ReportSubmitted { report_id, .. } => report_id,
+            Body::FeedbackReceived { feedback_id, .. } | Body::FeedbackResolved { feedback_id, .. } => feedback_id,
         }
     }
 
@@ -142,10 +158,17 @@ impl Event {
                 digitized,
                 reused_data,
                 authenticated,
-            } => json!({"dossier_id": dossier_id, "procedure_code": procedure_code,
+                synced_dvcqg,
+            } => {
+                let mut b = json!({"dossier_id": dossier_id, "procedure_code": procedure_code,
                 "channel": channel.as_str(), "service_level": service_level.as_str(),
                 "due_at": ts(due_at), "digitized": digitized, "reused_data": reused_data,
-                "authenticated": authenticated}),
+                "authenticated": authenticated});
+                if let Some(s) = synced_dvcqg {
+                    b["synced_dvcqg"] = json!(s);
+                }
+                b
+            }
             Body::DossierResolved { dossier_id, procedure_code, due_at, result_electronic } => {
                 json!({"dossier_id": dossier_id, "procedure_code": procedure_code,
                 "due_at": ts(due_at), "result_electronic": result_electronic})
@@ -171,6 +194,16 @@ impl Event {
             }
             Body::ReportSubmitted { report_id, via_system } => {
                 json!({"report_id": report_id, "via_system": via_system})
+            }
+            Body::FeedbackReceived { feedback_id, channel, due_at } => {
+                json!({"feedback_id": feedback_id, "channel": channel.as_str(), "due_at": ts(due_at)})
+            }
+            Body::FeedbackResolved { feedback_id, due_at, satisfied } => {
+                let mut b = json!({"feedback_id": feedback_id, "due_at": ts(due_at)});
+                if let Some(s) = satisfied {
+                    b["satisfied"] = json!(s);
+                }
+                b
             }
         };
         if let serde_json::Value::Object(b) = body {

@@ -5,7 +5,7 @@ use proptest::prelude::*;
 use proptest::sample::{Index, select};
 use serde_json::Value;
 
-use super::tests::{ENVELOPE, event_of, now, type_cases, units};
+use super::tests::{ENVELOPE, all_fields, event_of, now, own_fields, type_cases, units};
 use super::*;
 
 /// Checks the invariants of either outcome of decoding `bytes`.
@@ -68,18 +68,11 @@ fn members(value: &Value) -> Vec<String> {
     value.as_object().unwrap().iter().map(|(k, v)| format!("{}:{v}", Value::from(k.as_str()))).collect()
 }
 
-/// The fields of the other types: every type's field that `ty` does not have.
+/// The fields of the other types: every type's field (required or optional) that `ty`
+/// does not have.
 fn other_fields(ty: &str) -> Vec<String> {
-    let cases = type_cases();
-    let own = &cases.iter().find(|(t, _)| *t == ty).unwrap().1;
-    let mut others: Vec<String> = cases
-        .iter()
-        .flat_map(|(_, f)| f.as_object().unwrap().keys().cloned())
-        .filter(|k| !own.as_object().unwrap().contains_key(k))
-        .collect();
-    others.sort();
-    others.dedup();
-    others
+    let own = own_fields(ty);
+    all_fields().into_iter().filter(|k| !own.contains(k)).collect()
 }
 
 #[derive(Debug, Clone)]
@@ -164,7 +157,10 @@ proptest! {
             // Two in three are another type's fields, the rest unknown names.
             let key = if pick.index(3) < 2 {
                 pick.get(&others).clone()
-            } else if own.contains_key(unknown.as_str()) || ENVELOPE.contains(&unknown.as_str()) {
+            } else if own.contains_key(unknown.as_str())
+                || own_fields(ty).contains(unknown)
+                || ENVELOPE.contains(&unknown.as_str())
+            {
                 continue;
             } else {
                 unknown.clone()

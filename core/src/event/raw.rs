@@ -50,10 +50,12 @@ pub(super) enum Field {
     Digital,
     ReportId,
     ViaSystem,
+    SyncedDvcqg,
+    FeedbackId,
 }
 
 /// How many [`Field`]s there are.
-const FIELDS: usize = Field::ViaSystem as usize + 1;
+const FIELDS: usize = Field::FeedbackId as usize + 1;
 
 impl Field {
     /// The field's name in the JSON object, as the contract spells it.
@@ -90,6 +92,8 @@ impl Field {
             Field::Digital => "digital",
             Field::ReportId => "report_id",
             Field::ViaSystem => "via_system",
+            Field::SyncedDvcqg => "synced_dvcqg",
+            Field::FeedbackId => "feedback_id",
         }
     }
 
@@ -126,6 +130,8 @@ impl Field {
             "digital" => Field::Digital,
             "report_id" => Field::ReportId,
             "via_system" => Field::ViaSystem,
+            "synced_dvcqg" => Field::SyncedDvcqg,
+            "feedback_id" => Field::FeedbackId,
             _ => return None,
         })
     }
@@ -136,17 +142,17 @@ impl Field {
 pub(super) struct Raw<'a> {
     values: [Option<&'a str>; FIELDS],
     /// One bit per [`Field`] that appears more than once.
-    repeated: u32,
+    repeated: u64,
 }
 
-const _: () = assert!(FIELDS <= u32::BITS as usize);
+const _: () = assert!(FIELDS <= u64::BITS as usize);
 
 impl<'a> Raw<'a> {
     /// A field's value, `None` when it is absent or `null`. A field that appears more
     /// than once is ambiguous: an error, but only for the fields that validation asks
     /// for, so repeats of other types' fields are ignored like unknown fields.
     pub(super) fn get(&self, field: Field) -> Result<Option<Json<'a>>, ValidationError> {
-        if self.repeated & (1 << field as u32) != 0 {
+        if self.repeated & (1 << field as u64) != 0 {
             return Err(ValidationError::invalid(field.name(), "appears more than once"));
         }
         Ok(self.values[field as usize].filter(|text| *text != "null").map(|text| Json { field, text }))
@@ -176,7 +182,7 @@ impl<'de> Visitor<'de> for RawVisitor {
                     let value: &'de RawValue = map.next_value()?;
                     let slot = &mut raw.values[field as usize];
                     if slot.is_some() {
-                        raw.repeated |= 1 << field as u32;
+                        raw.repeated |= 1 << field as u64;
                     }
                     *slot = Some(value.get());
                 }

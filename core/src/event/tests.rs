@@ -160,7 +160,36 @@ pub(super) fn type_cases() -> Vec<(&'static str, Value)> {
         ("work_record.closed", json!({"record_id": "R", "online": true, "secret": false})),
         ("inspection.completed", json!({"inspection_id": "I", "digital": true})),
         ("report.submitted", json!({"report_id": "B", "via_system": false})),
+        ("feedback.received", json!({"feedback_id": "F", "channel": "phone", "due_at": "2026-12-01T00:00:00Z"})),
+        ("feedback.resolved", json!({"feedback_id": "F", "due_at": "2026-12-01T00:00:00Z"})),
     ]
+}
+
+/// Each type's optional fields (CONTRACT.md §7.5), with a valid value: absent or
+/// `null` they are `None`, and like the required ones they are type-checked.
+pub(super) fn optional_fields(ty: &str) -> Vec<(&'static str, Value)> {
+    match ty {
+        "dossier.received" => vec![("synced_dvcqg", json!(true))],
+        "feedback.resolved" => vec![("satisfied", json!(false))],
+        _ => vec![],
+    }
+}
+
+/// Every field a type reads: its required and its optional fields.
+pub(super) fn own_fields(ty: &str) -> Vec<String> {
+    let cases = type_cases();
+    let required = &cases.iter().find(|(t, _)| *t == ty).expect("a contract type").1;
+    let mut own: Vec<String> = required.as_object().unwrap().keys().cloned().collect();
+    own.extend(optional_fields(ty).into_iter().map(|(k, _)| k.to_string()));
+    own
+}
+
+/// Every type's fields, required and optional, each once.
+pub(super) fn all_fields() -> Vec<String> {
+    let mut all: Vec<String> = type_cases().iter().flat_map(|(ty, _)| own_fields(ty)).collect();
+    all.sort();
+    all.dedup();
+    all
 }
 
 /// The envelope fields.
@@ -242,12 +271,12 @@ fn every_type_requires_its_fields() {
 #[test]
 fn fields_of_other_types_are_ignored_whatever_their_json_type() {
     let cases = type_cases();
-    let all_fields: Vec<String> = cases.iter().flat_map(|(_, f)| f.as_object().unwrap().keys().cloned()).collect();
+    let all_fields = all_fields();
     for (ty, fields) in &cases {
         let full = event_of(ty, fields);
         let expected = decode(&full).unwrap_or_else(|e| panic!("{ty}: {e}"));
-        let own = fields.as_object().unwrap();
-        let others: Vec<&String> = all_fields.iter().filter(|f| !own.contains_key(*f)).collect();
+        let own = own_fields(ty);
+        let others: Vec<&String> = all_fields.iter().filter(|f| !own.contains(f)).collect();
         assert!(others.len() >= 15, "{ty}: {others:?}");
         for key in &others {
             for value in ANY_JSON {
@@ -346,6 +375,48 @@ fn a_repeated_own_or_envelope_field_is_rejected_and_a_repeated_other_field_is_ig
         let twice = format!("{{{k}:1,{k}:\"x\",{}", &report.to_string()[1..], k = json!(key));
         assert_eq!(decode_event(twice.as_bytes(), units(), now()), Ok(expected.clone()), "{twice}");
     }
+}
+
+#[test]
+fn optional_fields_may_be_absent_or_null_and_are_type_checked_when_present() {
+    for (ty, fields) in type_cases() {
+        let absent = event_of(ty, &fields);
+        let without_it = decode(&absent).unwrap_or_else(|e| panic!("{ty}: {e}"));
+        for (key, valid) in optional_fields(ty) {
+            assert!(without_it.to_json().get(key).is_none(), "{ty}: an absent {key} stays absent");
+            assert_eq!(decode(&with(absent.clone(), key, Value::Null)).as_ref(), Ok(&without_it), "{ty}: {key} null");
+            let present = decode(&with(absent.clone(), key, valid.clone())).unwrap_or_else(|e| panic!("{ty}: {e}"));
+            assert_ne!(present, without_it, "{ty}: {key} is read");
+            assert_eq!(present.to_json()[key], valid, "{ty}: {key} round-trips");
+            assert_eq!(decode(&present.to_json()).as_ref(), Ok(&present));
+            for value in ANY_JSON.iter().filter(|v| !["true", "false", "null"].contains(v)) {
+                let e = decode_event(with_raw(&absent, key, value).as_bytes(), units(), now())
+                    .expect_err(&format!("{ty}: {key} = {value}"));
+                assert_eq!((e.kind, e.field), (RejectKind::Invalid, Some(key)), "{ty}: {key} = {value}: {e}");
+            }
+        }
+    }
+    let received = decode(&with(received(), "synced_dvcqg", json!(false))).unwrap();
+    assert!(matches!(received.body, Body::DossierReceived { synced_dvcqg: Some(false), .. }), "{received:?}");
+    let resolved = event_of("feedback.resolved", &json!({"feedback_id": "F", "due_at": "2026-12-01T00:00:00Z"}));
+    let e = decode(&resolved).unwrap();
+    assert!(matches!(e.body, Body::FeedbackResolved { satisfied: None, .. }), "{e:?}");
+    let e = decode(&with(resolved, "satisfied", json!(true))).unwrap();
+    assert!(matches!(e.body, Body::FeedbackResolved { satisfied: Some(true), .. }), "{e:?}");
+}
+
+#[test]
+fn feedback_channels_include_phone_and_dossier_channels_do_not() {
+    let fields = json!({"feedback_id": "F", "channel": "x", "due_at": "2026-12-01T00:00:00Z"});
+    for channel in ["online", "in_person", "phone", "post"] {
+        let e = decode(&with(event_of("feedback.received", &fields), "channel", json!(channel))).unwrap();
+        assert_eq!(e.to_json()["channel"], channel);
+        assert_eq!((e.family(), e.entity_id()), (Family::Feedback, "F"));
+    }
+    let e = err(&with(event_of("feedback.received", &fields), "channel", json!("fax")));
+    assert_eq!(e.field, Some("channel"));
+    assert!(e.to_string().contains("online, in_person, phone, post"), "{e}");
+    assert_eq!(err(&with(received(), "channel", json!("phone"))).field, Some("channel"));
 }
 
 #[test]

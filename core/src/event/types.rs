@@ -15,10 +15,12 @@ pub enum EventType {
     WorkRecordClosed,
     InspectionCompleted,
     ReportSubmitted,
+    FeedbackReceived,
+    FeedbackResolved,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 9] = [
+    pub const ALL: [EventType; 11] = [
         EventType::DossierReceived,
         EventType::DossierResolved,
         EventType::DossierClosed,
@@ -28,6 +30,8 @@ impl EventType {
         EventType::WorkRecordClosed,
         EventType::InspectionCompleted,
         EventType::ReportSubmitted,
+        EventType::FeedbackReceived,
+        EventType::FeedbackResolved,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -41,6 +45,8 @@ impl EventType {
             EventType::WorkRecordClosed => "work_record.closed",
             EventType::InspectionCompleted => "inspection.completed",
             EventType::ReportSubmitted => "report.submitted",
+            EventType::FeedbackReceived => "feedback.received",
+            EventType::FeedbackResolved => "feedback.resolved",
         }
     }
 
@@ -59,6 +65,7 @@ impl EventType {
             EventType::DocumentSent => Family::Document,
             EventType::WorkRecordClosed => Family::WorkRecord,
             EventType::InspectionCompleted | EventType::ReportSubmitted => Family::Other,
+            EventType::FeedbackReceived | EventType::FeedbackResolved => Family::Feedback,
         }
     }
 }
@@ -76,10 +83,13 @@ pub enum Family {
     Document,
     WorkRecord,
     Other,
+    /// Citizen feedback (phản ánh, kiến nghị; CONTRACT.md §7.5).
+    Feedback,
 }
 
 impl Family {
-    pub const ALL: [Family; 4] = [Family::Dossier, Family::Document, Family::WorkRecord, Family::Other];
+    pub const ALL: [Family; 5] =
+        [Family::Dossier, Family::Document, Family::WorkRecord, Family::Other, Family::Feedback];
 
     /// The SQL table name of the family.
     pub fn table(self) -> &'static str {
@@ -88,6 +98,7 @@ impl Family {
             Family::Document => "document_events",
             Family::WorkRecord => "work_record_events",
             Family::Other => "other_events",
+            Family::Feedback => "feedback_events",
         }
     }
 
@@ -126,6 +137,26 @@ impl Channel {
             Channel::Online => "online",
             Channel::InPerson => "in_person",
             Channel::Post => "post",
+        }
+    }
+}
+
+/// How citizen feedback reached the agency (`feedback.received`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FeedbackChannel {
+    Online,
+    InPerson,
+    Phone,
+    Post,
+}
+
+impl FeedbackChannel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FeedbackChannel::Online => "online",
+            FeedbackChannel::InPerson => "in_person",
+            FeedbackChannel::Phone => "phone",
+            FeedbackChannel::Post => "post",
         }
     }
 }

@@ -7,7 +7,7 @@ use chrono::{DateTime, Duration, Utc};
 use super::error::{RejectKind, ValidationError};
 use super::model::{Body, Event};
 use super::raw::{Field, Json, Raw};
-use super::types::{Channel, CloseReason, EventType, Level, ServiceLevel};
+use super::types::{Channel, CloseReason, EventType, FeedbackChannel, Level, ServiceLevel};
 use crate::admin::{AdminUnits, is_digits};
 
 /// How far in the future `occurred_at` may be.
@@ -32,6 +32,11 @@ fn optional_string<'a>(raw: &Raw<'a>, field: Field) -> Result<Option<Cow<'a, str
 
 fn boolean(raw: &Raw<'_>, field: Field) -> Result<bool, ValidationError> {
     required(raw, field)?.bool()
+}
+
+/// An optional boolean: absent or `null` is `None`, anything else must be a boolean.
+fn optional_boolean(raw: &Raw<'_>, field: Field) -> Result<Option<bool>, ValidationError> {
+    raw.get(field)?.map(Json::bool).transpose()
 }
 
 fn id(raw: &Raw<'_>, field: Field) -> Result<String, ValidationError> {
@@ -178,6 +183,7 @@ pub(super) fn validate(raw: &Raw<'_>, units: &AdminUnits, now: DateTime<Utc>) ->
             digitized: boolean(raw, Field::Digitized)?,
             reused_data: boolean(raw, Field::ReusedData)?,
             authenticated: boolean(raw, Field::Authenticated)?,
+            synced_dvcqg: optional_boolean(raw, Field::SyncedDvcqg)?,
         },
         EventType::DossierResolved => Body::DossierResolved {
             dossier_id: id(raw, Field::DossierId)?,
@@ -227,6 +233,25 @@ pub(super) fn validate(raw: &Raw<'_>, units: &AdminUnits, now: DateTime<Utc>) ->
         EventType::ReportSubmitted => {
             Body::ReportSubmitted { report_id: id(raw, Field::ReportId)?, via_system: boolean(raw, Field::ViaSystem)? }
         }
+        EventType::FeedbackReceived => Body::FeedbackReceived {
+            feedback_id: id(raw, Field::FeedbackId)?,
+            channel: one_of(
+                raw,
+                Field::Channel,
+                &[
+                    ("online", FeedbackChannel::Online),
+                    ("in_person", FeedbackChannel::InPerson),
+                    ("phone", FeedbackChannel::Phone),
+                    ("post", FeedbackChannel::Post),
+                ],
+            )?,
+            due_at: timestamp(raw, Field::DueAt)?,
+        },
+        EventType::FeedbackResolved => Body::FeedbackResolved {
+            feedback_id: id(raw, Field::FeedbackId)?,
+            due_at: timestamp(raw, Field::DueAt)?,
+            satisfied: optional_boolean(raw, Field::Satisfied)?,
+        },
     };
 
     Ok(Event {
