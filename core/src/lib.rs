@@ -12,7 +12,8 @@
 //!   per-province cube that sums them, and running period totals;
 //! - [`ids`]: ids kept as 128-bit hashes, and the hasher for maps keyed by them;
 //! - [`index`]: the QĐ 766 service index: its definition (catalog data) and scoring;
-//! - [`open_dossiers`]: the state behind the `overdue_open` gauge.
+//! - [`open_dossiers`]: the state behind the `overdue_open` gauge;
+//! - [`sources`]: the family of a sending system, and events per family per minute.
 
 pub mod admin;
 pub mod alert;
@@ -22,6 +23,7 @@ pub mod event;
 pub mod ids;
 pub mod index;
 pub mod open_dossiers;
+pub mod sources;
 pub mod time;
 
 pub use admin::AdminUnits;
