@@ -7,6 +7,7 @@ use axum::extract::{Extension, Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
+use ioc_core::catalog::parse_level;
 use ioc_core::counters::{Dim, DimFilter};
 use ioc_core::time::{Bucket, fmt_vn, parse_period_bound, start_of_month, vn_year};
 use ioc_query::{KpiValue, Period, SeriesQuery, SeriesRow};
@@ -44,7 +45,11 @@ pub fn period(params: &HashMap<String, String>, now: DateTime<Utc>) -> Result<Pe
 
 /// The province a request is limited to: the token's scope, which a query parameter
 /// may narrow to the same province but never widen.
-pub(crate) fn scoped_province(who: &Principal, asked: Option<&String>, state: &AppState) -> Result<Option<String>, ApiError> {
+pub(crate) fn scoped_province(
+    who: &Principal,
+    asked: Option<&String>,
+    state: &AppState,
+) -> Result<Option<String>, ApiError> {
     if let Some(p) = asked
         && state.units.province(p).is_none()
     {
@@ -69,6 +74,7 @@ pub fn kpi_json(v: &KpiValue, period: Period) -> Value {
         "name_en": v.def.name_en,
         "kind": v.def.kind_name(),
         "target": v.target,
+        "target_source": v.target_source,
         "direction": v.def.direction,
         "value": v.value,
         "numerator": v.count.numerator,
@@ -140,9 +146,13 @@ pub async fn series(
     filter.0.sort();
     let q = SeriesQuery { period, bucket, group_by: group_by.clone(), filter };
     let (def, rows) = state.kpis.series(&id, &q, now).await?;
+    // A series filtered by `level=` is held to that level's target, if one is set.
+    let level = q.filter.0.iter().find(|(d, _)| *d == Dim::Level).and_then(|(_, v)| parse_level(v));
+    let target = def.target(province.as_deref(), vn_year(period.from), level);
     let body = SeriesBody {
         kpi: &def.id,
-        target: def.target_for(province.as_deref(), vn_year(period.from)),
+        target: target.value,
+        target_source: target.source,
         from: fmt_vn(period.from),
         to: fmt_vn(period.to),
         rows: SeriesRows { rows: &rows, group_by: &group_by, gauge: def.kind_name() == "gauge" },
@@ -156,6 +166,7 @@ pub async fn series(
 struct SeriesBody<'a> {
     kpi: &'a str,
     target: f64,
+    target_source: Option<&'a str>,
     from: String,
     to: String,
     rows: SeriesRows<'a>,

@@ -62,14 +62,18 @@ pub enum Mode {
     },
 }
 
+/// The shipped catalog, or the one `--catalog` names, checked: its target entries
+/// name provinces in effect (the shipped one's are, by a unit test).
 pub fn load_catalog(path: Option<&PathBuf>) -> Result<Catalog, ConfigError> {
+    const KEY: &str = "--catalog / IOC_CATALOG / catalog";
     let Some(path) = path else { return Ok(Catalog::builtin()) };
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
-        key: "--catalog / IOC_CATALOG / catalog",
-        message: format!("{}: {e}", path.display()),
-    })?;
-    Catalog::from_toml(&text)
-        .map_err(|e| ConfigError::Invalid { key: "--catalog / IOC_CATALOG / catalog", message: e.to_string() })
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::Invalid { key: KEY, message: format!("{}: {e}", path.display()) })?;
+    let catalog = Catalog::from_toml(&text).map_err(|e| ConfigError::Invalid { key: KEY, message: e.to_string() })?;
+    catalog
+        .check_provinces(&AdminUnits::builtin())
+        .map_err(|e| ConfigError::Invalid { key: KEY, message: e.to_string() })?;
+    Ok(catalog)
 }
 
 /// The state every handler shares, built from the settings: the store opened, the KPI

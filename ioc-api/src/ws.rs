@@ -467,12 +467,7 @@ fn snapshot(state: &AppState, sub: &Subscription, seq: u64) -> (Value, Option<Pe
             let gauge = matches!(def.kind, KpiKind::Gauge(_));
             let count = found.map_or(Count::default(), |u| Count::new(u.numerator, u.denominator.unwrap_or(0)));
             let value = if gauge { Some(count.numerator as f64) } else { count.ratio() };
-            let v = KpiValue {
-                def: def.clone(),
-                target: def.target_for(scope.as_deref(), vn_year(period.from)),
-                count,
-                value,
-            };
+            let v = KpiValue::new(def, scope.as_deref(), vn_year(period.from), count, value);
             let mut entry = kpi_json(&v, period);
             entry["scope"] = scope_json(scope);
             kpis.push(entry);

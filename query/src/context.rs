@@ -10,6 +10,7 @@
 //! any name, so no table, view, join, subquery or `information_schema` trick reaches
 //! them; the filter is part of every plan that reads data and shows in `EXPLAIN`.
 
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, Float64Array, RecordBatch, StringArray, StringViewBuilder};
@@ -23,10 +24,13 @@ use datafusion::datasource::{ViewTable, provider_as_source};
 use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::RuntimeEnv;
-use datafusion::logical_expr::{ColumnarValue, LogicalPlanBuilder, ScalarUDF, Volatility, col, create_udf, lit};
+use datafusion::logical_expr::{
+    ColumnarValue, LogicalPlanBuilder, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
+    Volatility, col, lit,
+};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use ioc_core::AdminUnits;
-use ioc_core::catalog::{Catalog, KpiDef};
+use ioc_core::catalog::{Catalog, KpiDef, parse_level};
 use ioc_storage::{DataFile, Snapshot, Store, schema};
 
 use crate::audit::AuditLog;
@@ -172,8 +176,8 @@ pub fn new_session(runtime: Arc<RuntimeEnv>) -> SessionContext {
     ctx
 }
 
-/// The `kpi_catalog` table: one row per KPI with its names, kind, default target and
-/// direction.
+/// The `kpi_catalog` table: one row per KPI with its names, kind, national default
+/// target and its source, and direction.
 pub fn kpi_catalog_table(catalog: &Catalog) -> Result<Arc<MemTable>, DataFusionError> {
     let text = |n| Field::new(n, DataType::Utf8, false);
     let schema = Arc::new(Schema::new(vec![
@@ -183,6 +187,7 @@ pub fn kpi_catalog_table(catalog: &Catalog) -> Result<Arc<MemTable>, DataFusionE
         text("kind"),
         Field::new("target", DataType::Float64, false),
         text("direction"),
+        Field::new("target_source", DataType::Utf8, true),
     ]));
     let kpis = catalog.kpis();
     let col = |f: &dyn Fn(&KpiDef) -> String| -> ArrayRef {
@@ -197,34 +202,81 @@ pub fn kpi_catalog_table(catalog: &Catalog) -> Result<Arc<MemTable>, DataFusionE
             col(&|k| k.kind_name().to_string()),
             Arc::new(Float64Array::from(kpis.iter().map(|k| k.target).collect::<Vec<_>>())),
             col(&|k| k.direction.as_str().to_string()),
+            Arc::new(StringArray::from(kpis.iter().map(|k| k.target_source.clone()).collect::<Vec<_>>())),
         ],
     )?;
     Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
 }
 
-/// `kpi_target(kpi, province_code, year)`: the target that applies, with the catalog's
-/// overrides (province and year, province, year, default); NULL for an unknown KPI.
-fn kpi_target_udf(catalog: Arc<Catalog>) -> ScalarUDF {
-    let fun = move |args: &[ColumnarValue]| -> Result<ColumnarValue, DataFusionError> {
-        let arrays = ColumnarValue::values_to_arrays(args)?;
+/// `kpi_target(kpi, province_code, year[, level])` and, with `source`,
+/// `kpi_target_source(...)`: the target that applies, resolved as everywhere else by
+/// [`KpiDef::target`] (a province's own beats the national one, then the latest
+/// `from_year`, then the level's), or the source it comes from; NULL for an unknown
+/// KPI. Without a level (or with NULL), targets limited to a level do not apply.
+#[derive(Debug)]
+struct KpiTarget {
+    catalog: Arc<Catalog>,
+    source: bool,
+    signature: Signature,
+}
+
+impl KpiTarget {
+    fn udf(catalog: Arc<Catalog>, source: bool) -> ScalarUDF {
+        let (text, int) = (DataType::Utf8View, DataType::Int32);
+        let three = vec![text.clone(), text.clone(), int];
+        let four = [three.clone(), vec![text]].concat();
+        let signature =
+            Signature::one_of(vec![TypeSignature::Exact(three), TypeSignature::Exact(four)], Volatility::Immutable);
+        ScalarUDF::new_from_impl(Self { catalog, source, signature })
+    }
+}
+
+impl PartialEq for KpiTarget {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.catalog, &other.catalog) && self.source == other.source
+    }
+}
+
+impl Eq for KpiTarget {}
+
+impl Hash for KpiTarget {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        Arc::as_ptr(&self.catalog).hash(state);
+        self.source.hash(state);
+    }
+}
+
+impl ScalarUDFImpl for KpiTarget {
+    fn name(&self) -> &str {
+        if self.source { "kpi_target_source" } else { "kpi_target" }
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> Result<DataType, DataFusionError> {
+        Ok(if self.source { DataType::Utf8 } else { DataType::Float64 })
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue, DataFusionError> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
         let (kpi, province) = (arrays[0].as_string_view(), arrays[1].as_string_view());
         let year = arrays[2].as_primitive::<Int32Type>();
-        let out: Float64Array = (0..kpi.len())
-            .map(|i| {
-                let def = kpi.is_valid(i).then(|| catalog.get(kpi.value(i))).flatten()?.1;
-                let p = province.is_valid(i).then(|| province.value(i));
-                Some(def.target_for(p, if year.is_valid(i) { year.value(i) } else { 0 }))
-            })
-            .collect();
-        Ok(ColumnarValue::Array(Arc::new(out)))
-    };
-    create_udf(
-        "kpi_target",
-        vec![DataType::Utf8View, DataType::Utf8View, DataType::Int32],
-        DataType::Float64,
-        Volatility::Immutable,
-        Arc::new(fun),
-    )
+        let level = arrays.get(3).map(|a| a.as_string_view());
+        let targets = (0..kpi.len()).map(|i| {
+            let def = kpi.is_valid(i).then(|| self.catalog.get(kpi.value(i))).flatten()?.1;
+            let p = province.is_valid(i).then(|| province.value(i));
+            let l = level.filter(|l| l.is_valid(i)).and_then(|l| parse_level(l.value(i)));
+            Some(def.target(p, if year.is_valid(i) { year.value(i) } else { 0 }, l))
+        });
+        let out: ArrayRef = if self.source {
+            Arc::new(targets.map(|t| t.and_then(|t| t.source)).collect::<StringArray>())
+        } else {
+            Arc::new(targets.map(|t| t.map(|t| t.value)).collect::<Float64Array>())
+        };
+        Ok(ColumnarValue::Array(out))
+    }
 }
 
 /// Views for humans, over the (possibly row-secured) tables: daily KPI values per
@@ -234,7 +286,8 @@ const VIEWS: &[(&str, &str)] = &[
         "kpi_daily",
         "SELECT kpi, day, province_code, numerator, denominator, \
            CASE WHEN denominator > 0 THEN CAST(numerator AS DOUBLE) / CAST(denominator AS DOUBLE) END AS value, \
-           kpi_target(kpi, province_code, CAST(date_part('year', day) AS INT)) AS target \
+           kpi_target(kpi, province_code, CAST(date_part('year', day) AS INT)) AS target, \
+           kpi_target_source(kpi, province_code, CAST(date_part('year', day) AS INT)) AS target_source \
          FROM (SELECT kpi, CAST(hour + INTERVAL '7 hours' AS DATE) AS day, province_code, \
                  SUM(numerator) AS numerator, SUM(denominator) AS denominator \
                FROM kpi_hourly GROUP BY 1, 2, 3)",
@@ -244,7 +297,7 @@ const VIEWS: &[(&str, &str)] = &[
 
 /// Builds a session with every contract table registered as `scope` may see it, on
 /// the given runtime (which carries the memory limit), plus, with a catalog,
-/// `kpi_catalog`, `kpi_target()` and the views. `audit` is registered as the
+/// `kpi_catalog`, `kpi_target()`, `kpi_target_source()` and the views. `audit` is registered as the
 /// `audit_log` table when the scope is an admin's.
 pub async fn build_context(
     store: &Store,
@@ -301,4 +354,55 @@ pub fn period_context(
     let ctx = new_session(runtime);
     ctx.register_table(table, files_table(store, &files, schema, &ctx.runtime_env())?)?;
     Ok(ctx)
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::Float64Array;
+
+    use super::*;
+
+    /// `kpi_target()` and `kpi_target_source()` resolve as [`KpiDef::target`] does, with
+    /// and without a level, for literals and for columns.
+    #[tokio::test]
+    async fn kpi_target_functions_resolve_like_the_catalog() {
+        let catalog = Arc::new(Catalog::builtin());
+        let ctx = new_session(Arc::new(RuntimeEnv::default()));
+        ctx.register_udf(KpiTarget::udf(catalog.clone(), false));
+        ctx.register_udf(KpiTarget::udf(catalog.clone(), true));
+        let sql = "SELECT kpi_target(k, p, CAST(y AS INT), l) AS t, kpi_target_source(k, p, CAST(y AS INT), l) AS s, \
+                     kpi_target(k, p, CAST(y AS INT)) AS t3 \
+                   FROM (VALUES ('online_work_record_rate', '24', 2024, 'province'), \
+                                ('online_work_record_rate', '24', 2030, 'province'), \
+                                ('online_work_record_rate', '24', 2030, NULL), \
+                                ('digital_inspection_rate', NULL, 2030, NULL), \
+                                ('nope', '24', 2024, NULL)) AS v(k, p, y, l)";
+        let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+        let b = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+        let floats = |i: usize| -> Vec<Option<f64>> {
+            b.column(i).as_any().downcast_ref::<Float64Array>().unwrap().iter().collect()
+        };
+        let sources: Vec<Option<String>> = arrow::compute::cast(b.column(1), &DataType::Utf8)
+            .unwrap()
+            .as_string::<i32>()
+            .iter()
+            .map(|s| s.map(str::to_owned))
+            .collect();
+        assert_eq!(floats(0), [Some(0.95), Some(0.95), Some(1.0), Some(0.7), None]);
+        assert_eq!(
+            floats(2),
+            [Some(0.9), Some(1.0), Some(1.0), Some(0.7), None],
+            "no level: level-limited ones do not apply"
+        );
+        let def = |id| catalog.get(id).unwrap().1;
+        let want = [
+            def("online_work_record_rate").target(Some("24"), 2024, Some(ioc_core::event::Level::Province)).source,
+            def("online_work_record_rate").target(Some("24"), 2030, Some(ioc_core::event::Level::Province)).source,
+            def("online_work_record_rate").target(Some("24"), 2030, None).source,
+            def("digital_inspection_rate").target(None, 2030, None).source,
+            None,
+        ];
+        assert_eq!(sources, want.map(|s| s.map(str::to_owned)));
+        assert!(sources[0].as_deref().is_some_and(|s| s.contains("Bắc Giang")), "{sources:?}");
+    }
 }

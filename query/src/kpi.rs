@@ -166,12 +166,21 @@ pub struct Period {
 pub struct KpiValue {
     pub def: KpiDef,
     pub target: f64,
+    /// The document and clause the target comes from (CONTRACT.md §7.4).
+    pub target_source: Option<String>,
     pub count: Count,
     /// `None` when there is no data (ratio with a zero denominator).
     pub value: Option<f64>,
 }
 
 impl KpiValue {
+    /// The value with the target of the scope (`None` = national) in `year`, asked
+    /// without a level, as `GET /api/v1/kpis` and the websocket snapshots do.
+    pub fn new(def: &KpiDef, province: Option<&str>, year: i32, count: Count, value: Option<f64>) -> Self {
+        let target = def.target(province, year, None);
+        Self { def: def.clone(), target: target.value, target_source: target.source.map(str::to_owned), count, value }
+    }
+
     /// `ok`, `below_target` or `no_data`.
     pub fn status(&self) -> &'static str {
         match self.value {
@@ -619,7 +628,7 @@ impl KpiEngine {
                 KpiKind::Ratio { .. } => count.ratio(),
                 KpiKind::Gauge(_) => Some(count.numerator as f64),
             };
-            out.push(KpiValue { def: def.clone(), target: def.target_for(province, year), count, value });
+            out.push(KpiValue::new(def, province, year, count, value));
         }
         Ok(out)
     }

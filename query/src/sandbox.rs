@@ -208,7 +208,7 @@ impl SqlEngine {
         self
     }
 
-    /// Adds `kpi_catalog`, `kpi_target()` and the views `kpi_daily` and `provinces`.
+    /// Adds `kpi_catalog`, `kpi_target()`, `kpi_target_source()` and the views `kpi_daily` and `provinces`.
     pub fn with_catalog(mut self, catalog: Arc<Catalog>) -> Self {
         self.catalog = Some(catalog);
         self
