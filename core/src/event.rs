@@ -5,7 +5,8 @@
 //! - `model`: the validated [`Event`] and its type-specific [`Body`], and their contract JSON;
 //! - `error`: [`ValidationError`] and its [`RejectKind`];
 //! - `raw`: the wire shape, as one pass of the JSON decoder leaves it;
-//! - `decode`: [`decode_event`], bytes to a validated event;
+//! - `decode`: [`decode_event`], bytes to a validated event, and [`decode_event_with`]
+//!   for [`DecodeOptions`] (what to do with pre-2025 province codes);
 //! - `validate`: the contract's rules for the envelope and each type's fields.
 
 mod decode;
@@ -21,8 +22,8 @@ mod tests;
 #[cfg(test)]
 mod proptests;
 
-pub use decode::decode_event;
+pub use decode::{DecodeOptions, decode_event, decode_event_with};
 pub use error::{RejectKind, ValidationError};
 pub use model::{Body, Event};
-pub use types::{Channel, CloseReason, EventType, Family, FeedbackChannel, Level, ServiceLevel};
+pub use types::{Channel, CloseReason, EventType, Family, FeedbackChannel, LegacyProvinceCodes, Level, ServiceLevel};
 pub use validate::{MAX_FUTURE, MAX_ID_CHARS};

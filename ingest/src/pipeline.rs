@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use arrow::array::{AsArray, RecordBatch};
 use chrono::{DateTime, Utc};
-use ioc_core::event::{Family, decode_event};
+use ioc_core::event::{DecodeOptions, Family, decode_event_with};
 use ioc_core::{AdminUnits, time::vn_date};
 use ioc_storage::{
     Commit, DEAD_LETTERS, DeadLetter, FamilyBuilder, Publish, Snapshot, StorageError, Store, dead_letter_batch,
@@ -151,11 +151,17 @@ pub struct PipelineConfig {
     pub dedupe_window_days: u32,
     /// Upper bound on the records one group commit takes.
     pub max_group_records: usize,
+    /// How records are decoded (what becomes of pre-2025 province codes).
+    pub decode: DecodeOptions,
 }
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        Self { dedupe_window_days: crate::dedupe::DEFAULT_WINDOW_DAYS, max_group_records: 200_000 }
+        Self {
+            dedupe_window_days: crate::dedupe::DEFAULT_WINDOW_DAYS,
+            max_group_records: 200_000,
+            decode: DecodeOptions::default(),
+        }
     }
 }
 
@@ -276,6 +282,8 @@ struct Plan {
     outcomes: Vec<Outcome>,
     accepted: BTreeMap<String, u64>,
     duplicates: BTreeMap<String, u64>,
+    /// Accepted events remapped from a pre-2025 province code, by (old code, new code).
+    remapped: BTreeMap<(String, String), u64>,
     /// (origin kind, reason, message) of each rejected record, for metrics.
     rejected: Vec<(&'static str, &'static str, String)>,
 }
@@ -333,6 +341,9 @@ impl Writer {
                 }
                 for (source, n) in &plan.accepted {
                     self.metrics.accepted(source, *n);
+                }
+                for ((old, new), n) in &plan.remapped {
+                    self.metrics.remapped(old, new, *n);
                 }
                 self.metrics.dedupe_ids(self.dedupe.len());
                 for (sub, mut out) in group.into_iter().zip(plan.outcomes) {
@@ -496,7 +507,7 @@ impl Writer {
             for (i, rec) in sub.records.iter().enumerate() {
                 let decoded = match &rec.pre_rejected {
                     Some(e) => Err(e.clone()),
-                    None => decode_event(&rec.raw, &self.units, now),
+                    None => decode_event_with(&rec.raw, &self.units, &self.config.decode, now),
                 };
                 match decoded {
                     Err(e) => {
@@ -518,6 +529,9 @@ impl Writer {
                         } else {
                             builders[ev.family().index()].append(&ev);
                             *plan.accepted.entry(ev.source.clone()).or_default() += 1;
+                            if let (Some(old), Some(new)) = (&ev.province_code_original, &ev.province_code) {
+                                *plan.remapped.entry((old.clone(), new.clone())).or_default() += 1;
+                            }
                             out.accepted += 1;
                         }
                     }
@@ -546,6 +560,8 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use ioc_storage::fs::{DirEntry, Fs, FsFile, StdFs};
+
+    use ioc_core::event::LegacyProvinceCodes;
 
     use super::*;
     use crate::Simulator;
@@ -662,5 +678,45 @@ mod tests {
         tokio::task::spawn_blocking(move || writer.join().unwrap()).await.unwrap();
         assert!(ingestor.is_closed());
         assert_eq!(Store::open(dir.path(), "r").unwrap().snapshot().version, Some(0), "nothing more was committed");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_legacy_code_mode_reaches_the_decoder_and_remapped_events_are_counted_once() {
+        let units = Arc::new(AdminUnits::builtin());
+        let event = |id: &str, province: &str| {
+            let text = format!(
+                r#"{{"event_id":"{id}","type":"report.submitted","occurred_at":"2026-01-05T01:00:00Z","source":"s",
+                "agency_code":"a","level":"province","province_code":"{province}","report_id":"B","via_system":true}}"#
+            );
+            Record::new(text.into_bytes(), Origin::Simulator)
+        };
+        for (mode, accepted) in [(LegacyProvinceCodes::Reject, 1), (LegacyProvinceCodes::Remap, 3)] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path(), "w").unwrap();
+            let registry = prometheus::Registry::new();
+            let config = PipelineConfig { decode: DecodeOptions { legacy_province_codes: mode }, ..Default::default() };
+            let metrics = IngestMetrics::register(&registry).unwrap();
+            let (ingestor, _writer) =
+                start(store.clone(), &store.snapshot(), units.clone(), None, Vec::new(), metrics, config).unwrap();
+            let records = vec![event("a", "02"), event("b", "01"), event("c", "02"), event("a", "02")];
+            let out = ingestor.submit(records, BTreeMap::new()).await.unwrap();
+            assert_eq!((out.accepted, out.duplicates), (accepted, usize::from(mode == LegacyProvinceCodes::Remap)));
+            let remapped: Vec<(Vec<String>, f64)> = registry
+                .gather()
+                .iter()
+                .filter(|f| f.name() == "ioc_events_remapped_total")
+                .flat_map(|f| f.get_metric().to_vec())
+                .map(|m| (m.get_label().iter().map(|l| l.value().to_string()).collect(), m.get_counter().get_value()))
+                .collect();
+            match mode {
+                LegacyProvinceCodes::Reject => {
+                    assert!(remapped.is_empty(), "{remapped:?}");
+                    assert!(out.rejected.iter().all(|(_, e)| e.contains("from before 2025-07-01")), "{out:?}");
+                }
+                LegacyProvinceCodes::Remap => {
+                    assert_eq!(remapped, [(vec!["02".to_string(), "08".to_string()], 2.0)], "the repeat is not counted")
+                }
+            }
+        }
     }
 }

@@ -46,6 +46,8 @@ pub struct IngestMetrics {
     commit_seconds: Histogram,
     storage_bytes: IntGaugeVec,
     dedupe_ids: IntGauge,
+    /// Labels from the fixed list of pre-2025 codes (29 values), never free input.
+    remapped: IntCounterVec,
     /// `source` comes from the events: capped.
     sources: CappedLabel,
 }
@@ -82,6 +84,14 @@ impl IngestMetrics {
                 &["table"],
             )?,
             dedupe_ids: IntGauge::new("ioc_dedupe_ids", "event_id hashes held by the dedupe index")?,
+            remapped: IntCounterVec::new(
+                Opts::new(
+                    "ioc_events_remapped_total",
+                    "Events accepted with a province code from before 2025-07-01, stored under the province since \
+                     (--legacy-province-codes remap), by the code they came with and the code they were stored under",
+                ),
+                &["old_province_code", "province_code"],
+            )?,
             sources: CappedLabel::default(),
         };
         registry.register(Box::new(m.ingested.clone()))?;
@@ -92,6 +102,7 @@ impl IngestMetrics {
         registry.register(Box::new(m.commit_seconds.clone()))?;
         registry.register(Box::new(m.storage_bytes.clone()))?;
         registry.register(Box::new(m.dedupe_ids.clone()))?;
+        registry.register(Box::new(m.remapped.clone()))?;
         Ok(m)
     }
 
@@ -125,6 +136,14 @@ impl IngestMetrics {
 
     pub fn storage_bytes(&self, table: &str, bytes: u64) {
         self.storage_bytes.with_label_values(&[table]).set(bytes as i64);
+    }
+
+    /// `n` events came with the pre-2025 province code `old` and were stored under
+    /// `new`. Both are from the shipped map of 63 codes (validation remaps nothing
+    /// else), so the label takes at most 29 values.
+    pub fn remapped(&self, old: &str, new: &str, n: u64) {
+        debug!(old, new, n, "events remapped from a pre-2025 province code");
+        self.remapped.with_label_values(&[old, new]).inc_by(n);
     }
 
     pub fn dedupe_ids(&self, n: usize) {

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ioc_core::event::LegacyProvinceCodes;
 use ioc_query::{KpiLimits, SqlLimits};
 use serde::Deserialize;
 use thiserror::Error;
@@ -38,6 +39,8 @@ pub struct FileConfig {
     pub rate: Option<u32>,
     pub body_limit_bytes: Option<usize>,
     pub dedupe_window_days: Option<u32>,
+    /// `reject` or `remap` (CONTRACT.md §7.7).
+    pub legacy_province_codes: Option<String>,
     pub auth_tokens: Option<String>,
     #[serde(default)]
     pub tokens: Vec<FileToken>,
@@ -130,6 +133,7 @@ pub struct Overrides {
     pub rate: Option<u32>,
     pub body_limit_bytes: Option<usize>,
     pub dedupe_window_days: Option<u32>,
+    pub legacy_province_codes: Option<String>,
     pub auth_tokens: Option<String>,
     pub sql_memory_limit_mb: Option<usize>,
     pub sql_timeout_secs: Option<u64>,
@@ -202,6 +206,8 @@ pub struct Settings {
     pub rate: u32,
     pub body_limit_bytes: usize,
     pub dedupe_window_days: u32,
+    /// What becomes of events with a province code from before 2025-07-01.
+    pub legacy_province_codes: LegacyProvinceCodes,
     pub tokens: Vec<Token>,
     pub sql: SqlLimits,
     pub kpi: KpiLimits,
@@ -250,6 +256,14 @@ impl Settings {
                 message: format!("{dedupe_window_days} is below the contract's 35 days"),
             });
         }
+        let legacy = o.legacy_province_codes.or(f.legacy_province_codes);
+        let legacy_province_codes = match legacy.as_deref().map(str::trim) {
+            None => LegacyProvinceCodes::default(),
+            Some(v) => LegacyProvinceCodes::parse(v).ok_or_else(|| ConfigError::Invalid {
+                key: "--legacy-province-codes / IOC_LEGACY_PROVINCE_CODES / legacy_province_codes",
+                message: format!("`{v}` is not one of reject, remap"),
+            })?,
+        };
         let rate = o.rate.or(f.rate).unwrap_or(DEFAULT_RATE);
         let kafka_topics: Vec<String> = match (o.kafka_topics, f.kafka_topics) {
             (Some(list), _) => list.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect(),
@@ -345,6 +359,7 @@ impl Settings {
             rate,
             body_limit_bytes,
             dedupe_window_days,
+            legacy_province_codes,
             tokens,
             sql,
             kpi,
@@ -478,6 +493,26 @@ mod tests {
         let s = Settings::resolve(Overrides::default(), file, "d").unwrap();
         assert_eq!(s.ws.timeout, Duration::from_secs(45));
         assert_eq!(s.alerts.stale_after, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn legacy_province_codes_default_to_reject_and_a_bad_value_names_the_key() {
+        let resolve = |o: Option<&str>, f: Option<&str>| {
+            let o = Overrides { legacy_province_codes: o.map(str::to_string), ..Default::default() };
+            let f = FileConfig { legacy_province_codes: f.map(str::to_string), ..Default::default() };
+            Settings::resolve(o, f, "d").map(|s| s.legacy_province_codes)
+        };
+        assert_eq!(resolve(None, None).unwrap(), LegacyProvinceCodes::Reject);
+        assert_eq!(resolve(None, Some("remap")).unwrap(), LegacyProvinceCodes::Remap);
+        assert_eq!(resolve(Some("reject"), Some("remap")).unwrap(), LegacyProvinceCodes::Reject, "the flag wins");
+        let file: FileConfig = toml::from_str("legacy_province_codes = \"remap\"").unwrap();
+        assert_eq!(file.legacy_province_codes.as_deref(), Some("remap"));
+        for bad in ["keep", "REMAP", ""] {
+            let err = resolve(Some(bad), None).unwrap_err().to_string();
+            for needle in ["--legacy-province-codes", "IOC_LEGACY_PROVINCE_CODES", "legacy_province_codes", "reject, remap"] {
+                assert!(err.contains(needle), "{bad:?}: {err}");
+            }
+        }
     }
 
     #[test]

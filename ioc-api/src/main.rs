@@ -86,6 +86,11 @@ struct Common {
     /// How long an event_id is remembered for dedupe, in days (at least 35) [default: 40].
     #[arg(long, env = "IOC_DEDUPE_WINDOW_DAYS")]
     dedupe_window_days: Option<u32>,
+    /// Events with a province code from before 2025-07-01: `reject` them to the dead
+    /// letters, or `remap` them to the province since that date, keeping the code they
+    /// came with in `province_code_original` [default: reject].
+    #[arg(long, env = "IOC_LEGACY_PROVINCE_CODES")]
+    legacy_province_codes: Option<String>,
     /// Memory limit per SQL query, in MiB [default: 256].
     #[arg(long, env = "IOC_SQL_MEMORY_LIMIT_MB")]
     sql_memory_limit_mb: Option<usize>,
@@ -235,6 +240,7 @@ fn settings(c: &Common) -> Result<Settings, ConfigError> {
         rate: c.rate,
         body_limit_bytes: c.body_limit_bytes,
         dedupe_window_days: c.dedupe_window_days,
+        legacy_province_codes: c.legacy_province_codes.clone(),
         auth_tokens: std::env::var("IOC_AUTH_TOKENS").ok(),
         sql_memory_limit_mb: c.sql_memory_limit_mb,
         sql_timeout_secs: c.sql_timeout_secs,

@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use chrono::Utc;
+use ioc_core::event::DecodeOptions;
 use ioc_core::{AdminUnits, Catalog};
 use ioc_ingest::kafka::{self, KafkaConfig, KafkaMetrics};
 use ioc_ingest::pipeline::{self, PipelineConfig};
@@ -110,7 +111,11 @@ pub fn build(settings: &Settings, stop: watch::Receiver<bool>) -> Result<(AppSta
         Some(kpis.clone()),
         vec![kpis.clone()],
         metrics,
-        PipelineConfig { dedupe_window_days: settings.dedupe_window_days, ..Default::default() },
+        PipelineConfig {
+            dedupe_window_days: settings.dedupe_window_days,
+            decode: DecodeOptions { legacy_province_codes: settings.legacy_province_codes },
+            ..Default::default()
+        },
     )?;
     let audit = ioc_query::AuditLog::open(&settings.data_dir)
         .map_err(|source| ServerError::Io { what: "audit log".into(), source })?;

@@ -31,7 +31,7 @@ fn received(i: usize, remapped_from: Option<&str>) -> Event {
         province_code: Some("08".into()),
         commune_code: None,
         province_code_original: remapped_from.map(str::to_string),
-        commune_code_original: remapped_from.map(|_| "00700".to_string()),
+        commune_code_original: remapped_from.map(|_| "00001".to_string()),
         body: Body::DossierReceived {
             dossier_id: format!("D{i}"),
             procedure_code: "1.001612".into(),

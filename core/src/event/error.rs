@@ -36,6 +36,8 @@ pub enum RejectKind {
     Future,
     /// Codes that do not exist in the reference data.
     Reference,
+    /// A province code from before 2025-07-01, while remapping is off.
+    LegacyCode,
     /// The message is larger than the configured limit.
     TooLarge,
 }
@@ -49,6 +51,7 @@ impl RejectKind {
             RejectKind::UnknownType => "unknown_type",
             RejectKind::Future => "future",
             RejectKind::Reference => "unknown_code",
+            RejectKind::LegacyCode => "legacy_province_code",
             RejectKind::TooLarge => "too_large",
         }
     }

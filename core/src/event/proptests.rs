@@ -8,9 +8,20 @@ use serde_json::Value;
 use super::tests::{ENVELOPE, all_fields, event_of, now, own_fields, type_cases, units};
 use super::*;
 
-/// Checks the invariants of either outcome of decoding `bytes`.
+/// Checks the invariants of either outcome of decoding `bytes`, in both modes for
+/// pre-2025 province codes: remapping accepts what rejecting accepts, unchanged, and
+/// a remapped event re-encodes to the codes it came with.
 fn decode_checked(bytes: &[u8]) -> Result<Event, ValidationError> {
+    let remap = DecodeOptions { legacy_province_codes: LegacyProvinceCodes::Remap };
+    let remapped = decode_event_with(bytes, units(), &remap, now());
+    if let Ok(event) = &remapped {
+        let again = decode_event_with(event.to_json().to_string().as_bytes(), units(), &remap, now());
+        assert_eq!(again.as_ref(), Ok(event), "a remapped event re-encodes to itself");
+    }
     let decoded = decode_event(bytes, units(), now());
+    if let Ok(event) = &decoded {
+        assert_eq!(remapped.as_ref(), Ok(event), "remapping changes only events with pre-2025 codes");
+    }
     match &decoded {
         Ok(event) => {
             let again = decode_event(event.to_json().to_string().as_bytes(), units(), now());

@@ -115,9 +115,13 @@ fn province_code_is_required_unless_central_and_must_be_current() {
     assert_eq!((e.kind, e.field), (RejectKind::Missing, Some("province_code")));
     let central = with(without(without(received(), "province_code"), "commune_code"), "level", json!("central"));
     assert!(decode(&central).is_ok());
-    // 2-digit but abolished in the 2025 merger (e.g. 02 Hà Giang).
+    // 2-digit but abolished in the 2025 merger (e.g. 02 Hà Giang): see the tests of
+    // pre-2025 codes below. Never in use: an unknown code.
     let e = err(&with(without(received(), "commune_code"), "province_code", json!("02")));
+    assert_eq!(e.kind, RejectKind::LegacyCode);
+    let e = err(&with(without(received(), "commune_code"), "province_code", json!("03")));
     assert_eq!(e.kind, RejectKind::Reference);
+    assert!(e.to_string().contains("nor one of the 63 in use before"), "{e}");
     assert_eq!(err(&with(received(), "province_code", json!("1"))).kind, RejectKind::Invalid);
     assert_eq!(err(&with(received(), "province_code", json!(1))).kind, RejectKind::Invalid);
 }
@@ -132,6 +136,84 @@ fn commune_code_must_exist_and_belong_to_the_province() {
     let e = err(&with(received(), "province_code", json!("79")));
     assert_eq!(e.kind, RejectKind::Reference);
     assert!(e.to_string().contains("belongs to province `01`"), "{e}");
+}
+
+fn remap(v: &Value) -> Result<Event, ValidationError> {
+    let options = DecodeOptions { legacy_province_codes: LegacyProvinceCodes::Remap };
+    decode_event_with(v.to_string().as_bytes(), units(), &options, now())
+}
+
+/// The 29 province codes in use before 2025-07-01 and no longer in effect.
+fn abolished() -> Vec<&'static crate::admin::LegacyProvince> {
+    units().legacy_provinces().iter().filter(|l| units().province(&l.old_province_code).is_none()).collect()
+}
+
+#[test]
+fn a_pre_2025_province_code_is_rejected_by_default_saying_so_and_how_to_remap() {
+    assert_eq!(abolished().len(), 29);
+    for old in abolished() {
+        let code = &old.old_province_code;
+        let e = err(&with(without(received(), "commune_code"), "province_code", json!(code)));
+        assert_eq!((e.kind, e.field), (RejectKind::LegacyCode, Some("province_code")), "{e}");
+        assert_eq!(e.kind.as_str(), "legacy_province_code");
+        let text = e.to_string();
+        for needle in [
+            format!("`{code}` is a province code from before 2025-07-01"),
+            format!("since then `{}` {}", old.province_code, old.province_name),
+            "--legacy-province-codes remap".to_string(),
+            "IOC_LEGACY_PROVINCE_CODES".into(),
+        ] {
+            assert!(text.contains(&needle), "{needle} not in {text}");
+        }
+    }
+    let e = err(&with(without(received(), "commune_code"), "province_code", json!("02")));
+    assert!(e.to_string().contains("(Tỉnh Hà Giang, since then `08` Tỉnh Tuyên Quang)"), "{e}");
+}
+
+#[test]
+fn with_remap_a_pre_2025_code_is_stored_under_its_province_since_and_kept_as_the_original() {
+    for old in units().legacy_provinces() {
+        let v = with(without(received(), "commune_code"), "province_code", json!(old.old_province_code));
+        let e = remap(&v).unwrap_or_else(|e| panic!("{}: {e}", old.old_province_code));
+        assert_eq!(e.province_code.as_deref(), Some(old.province_code.as_str()));
+        // A code still in effect is its province since 2025-07-01, never remapped.
+        let remapped = units().province(&old.old_province_code).is_none();
+        assert_eq!(e.province_code_original.is_some(), remapped, "{}", old.old_province_code);
+        assert_eq!(remap(&e.to_json()).as_ref(), Ok(&e), "round trip through the codes it came with");
+        assert_eq!(e.to_json()["province_code"], json!(old.old_province_code));
+    }
+    let ha_giang = with(received(), "province_code", json!("02"));
+    // A commune of before 2025 (00001 was Phúc Xá, Hà Nội): kept aside, not stored as one.
+    let e = remap(&with(ha_giang.clone(), "commune_code", json!("00001"))).unwrap();
+    assert_eq!((e.province_code.as_deref(), e.province_code_original.as_deref()), (Some("08"), Some("02")));
+    assert_eq!((e.commune_code.as_deref(), e.commune_code_original.as_deref()), (None, Some("00001")));
+    assert_eq!(e.level, Level::Commune, "the level is the event's own");
+    assert_eq!(remap(&e.to_json()).as_ref(), Ok(&e));
+    // A commune in effect since 2025 in the new province is kept as it is.
+    let e = remap(&with(ha_giang.clone(), "commune_code", json!("00700"))).unwrap();
+    assert_eq!((e.commune_code.as_deref(), e.commune_code_original.as_deref()), (Some("00700"), None));
+    // One of another province is a contradiction, and not 5 digits is malformed.
+    let e = remap(&ha_giang).unwrap_err();
+    assert_eq!((e.kind, e.field), (RejectKind::Reference, Some("commune_code")));
+    assert!(e.to_string().contains("belongs to province `01`, not `08` (remapped from `02`)"), "{e}");
+    assert_eq!(remap(&with(ha_giang.clone(), "commune_code", json!("123"))).unwrap_err().kind, RejectKind::Invalid);
+    // Events with codes in effect are untouched, their unknown communes still rejected.
+    let e = remap(&received()).unwrap();
+    assert_eq!(e, decode(&received()).unwrap());
+    assert_eq!((e.province_code_original, e.commune_code_original), (None, None));
+    assert_eq!(remap(&with(received(), "commune_code", json!("00001"))).unwrap_err().kind, RejectKind::Reference);
+    assert_eq!(remap(&with(received(), "province_code", json!("03"))).unwrap_err().kind, RejectKind::Reference);
+    // A central agency may name a province too.
+    let central =
+        with(with(without(received(), "commune_code"), "level", json!("central")), "province_code", json!("27"));
+    assert_eq!(remap(&central).unwrap().province_code.as_deref(), Some("24"));
+    // The default options reject, like decode_event.
+    let options = DecodeOptions::default();
+    assert_eq!(options.legacy_province_codes, LegacyProvinceCodes::Reject);
+    let text = central.to_string();
+    assert_eq!(decode_event_with(text.as_bytes(), units(), &options, now()).unwrap_err().kind, RejectKind::LegacyCode);
+    assert_eq!(LegacyProvinceCodes::parse("remap"), Some(LegacyProvinceCodes::Remap));
+    assert_eq!(LegacyProvinceCodes::parse("Remap"), None);
 }
 
 /// A valid event of each type: the envelope (central level is not used, so that

@@ -194,3 +194,29 @@ impl CloseReason {
         }
     }
 }
+
+/// What to do with an event whose `province_code` is one of the 63 codes in use before
+/// 2025-07-01 and no longer in effect (CONTRACT.md §7.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum LegacyProvinceCodes {
+    /// Reject it to the dead letters, as any unknown code.
+    #[default]
+    Reject,
+    /// Store it under the province that holds that code since, keeping the code it came
+    /// with in `province_code_original` (and an unknown commune in
+    /// `commune_code_original`).
+    Remap,
+}
+
+impl LegacyProvinceCodes {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LegacyProvinceCodes::Reject => "reject",
+            LegacyProvinceCodes::Remap => "remap",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [LegacyProvinceCodes::Reject, LegacyProvinceCodes::Remap].into_iter().find(|m| m.as_str() == s)
+    }
+}

@@ -4,10 +4,11 @@ use std::borrow::Cow;
 
 use chrono::{DateTime, Duration, Utc};
 
+use super::decode::DecodeOptions;
 use super::error::{RejectKind, ValidationError};
 use super::model::{Body, Event};
 use super::raw::{Field, Json, Raw};
-use super::types::{Channel, CloseReason, EventType, FeedbackChannel, Level, ServiceLevel};
+use super::types::{Channel, CloseReason, EventType, FeedbackChannel, LegacyProvinceCodes, Level, ServiceLevel};
 use crate::admin::{AdminUnits, is_digits};
 
 /// How far in the future `occurred_at` may be.
@@ -66,9 +67,58 @@ fn one_of<T: Copy>(raw: &Raw<'_>, field: Field, options: &[(&str, T)]) -> Result
     })
 }
 
+/// A valid `province_code`: in effect since 2025-07-01, or remapped from a code in use
+/// before that date.
+enum Province {
+    Current(String),
+    Remapped { code: String, original: String },
+}
+
+/// Checks a `province_code` against the 34 codes in effect, and against the 63 in use
+/// before 2025-07-01 (CONTRACT.md §7.7): a code still in effect always means its
+/// province since that date (`24` is Bắc Ninh, not the Bắc Giang it was before), so
+/// only the 29 codes no longer in effect are remapped, or rejected.
+fn province(p: &str, units: &AdminUnits, options: &DecodeOptions) -> Result<Province, ValidationError> {
+    if !is_digits(p, 2) {
+        return Err(ValidationError::invalid("province_code", format!("`{p}` is not 2 digits")));
+    }
+    if units.province(p).is_some() {
+        return Ok(Province::Current(p.to_string()));
+    }
+    let Some(old) = units.legacy_province(p) else {
+        return Err(ValidationError::new(
+            RejectKind::Reference,
+            Some("province_code"),
+            format!(
+                "`{p}` is not one of the 34 province codes in effect since 2025-07-01, nor one of the 63 in use before"
+            ),
+        ));
+    };
+    match options.legacy_province_codes {
+        LegacyProvinceCodes::Remap => {
+            Ok(Province::Remapped { code: old.province_code.clone(), original: p.to_string() })
+        }
+        LegacyProvinceCodes::Reject => Err(ValidationError::new(
+            RejectKind::LegacyCode,
+            Some("province_code"),
+            format!(
+                "`{p}` is a province code from before 2025-07-01 ({}, since then `{}` {}); send the code in effect, \
+                 or let the server remap such codes with --legacy-province-codes remap \
+                 (IOC_LEGACY_PROVINCE_CODES=remap, legacy_province_codes = \"remap\")",
+                old.old_province_name, old.province_code, old.province_name
+            ),
+        )),
+    }
+}
+
 /// Validates the envelope and the fields of the event's own type: only those are
 /// typed. The fields of other types are never read.
-pub(super) fn validate(raw: &Raw<'_>, units: &AdminUnits, now: DateTime<Utc>) -> Result<Event, ValidationError> {
+pub(super) fn validate(
+    raw: &Raw<'_>,
+    units: &AdminUnits,
+    options: &DecodeOptions,
+    now: DateTime<Utc>,
+) -> Result<Event, ValidationError> {
     // Envelope.
     let event_id = string(raw, Field::EventId)?;
     let n = event_id.chars().count();
@@ -107,7 +157,7 @@ pub(super) fn validate(raw: &Raw<'_>, units: &AdminUnits, now: DateTime<Utc>) ->
         Field::Level,
         &[("central", Level::Central), ("province", Level::Province), ("commune", Level::Commune)],
     )?;
-    let province_code = match optional_string(raw, Field::ProvinceCode)? {
+    let province = match optional_string(raw, Field::ProvinceCode)? {
         None if level == Level::Central => None,
         None => {
             return Err(ValidationError::new(
@@ -116,51 +166,48 @@ pub(super) fn validate(raw: &Raw<'_>, units: &AdminUnits, now: DateTime<Utc>) ->
                 format!("is required when level is `{}`", level.as_str()),
             ));
         }
-        Some(p) => {
-            if !is_digits(&p, 2) {
-                return Err(ValidationError::invalid("province_code", format!("`{p}` is not 2 digits")));
-            }
-            if units.province(&p).is_none() {
-                return Err(ValidationError::new(
-                    RejectKind::Reference,
-                    Some("province_code"),
-                    format!("`{p}` is not one of the 34 province codes in effect since 2025-07-01"),
-                ));
-            }
-            Some(p.into_owned())
-        }
+        Some(p) => Some(province(&p, units, options)?),
     };
-    let commune_code = match optional_string(raw, Field::CommuneCode)? {
-        None => None,
+    let (province_code, province_code_original) = match province {
+        None => (None, None),
+        Some(Province::Current(p)) => (Some(p), None),
+        Some(Province::Remapped { code, original }) => (Some(code), Some(original)),
+    };
+    let (commune_code, commune_code_original) = match optional_string(raw, Field::CommuneCode)? {
+        None => (None, None),
         Some(c) => {
             if !is_digits(&c, 5) {
                 return Err(ValidationError::invalid("commune_code", format!("`{c}` is not 5 digits")));
             }
-            let Some(commune) = units.commune(&c) else {
-                return Err(ValidationError::new(
-                    RejectKind::Reference,
-                    Some("commune_code"),
-                    format!("`{c}` is not a commune code in effect since 2025-07-01"),
-                ));
-            };
-            match &province_code {
-                Some(p) if *p == commune.province_code => {}
-                Some(p) => {
+            match (units.commune(&c), &province_code_original) {
+                // A remapped event's commune may be one of before 2025-07-01: kept aside.
+                (None, Some(_)) => (None, Some(c.into_owned())),
+                (None, None) => {
                     return Err(ValidationError::new(
                         RejectKind::Reference,
                         Some("commune_code"),
-                        format!("`{c}` belongs to province `{}`, not `{p}`", commune.province_code),
+                        format!("`{c}` is not a commune code in effect since 2025-07-01"),
                     ));
                 }
-                None => {
-                    return Err(ValidationError::new(
-                        RejectKind::Missing,
-                        Some("province_code"),
-                        "is required when commune_code is present",
-                    ));
-                }
+                (Some(commune), original) => match &province_code {
+                    Some(p) if *p == commune.province_code => (Some(c.into_owned()), None),
+                    Some(p) => {
+                        let remapped = original.as_ref().map(|o| format!(" (remapped from `{o}`)")).unwrap_or_default();
+                        return Err(ValidationError::new(
+                            RejectKind::Reference,
+                            Some("commune_code"),
+                            format!("`{c}` belongs to province `{}`, not `{p}`{remapped}", commune.province_code),
+                        ));
+                    }
+                    None => {
+                        return Err(ValidationError::new(
+                            RejectKind::Missing,
+                            Some("province_code"),
+                            "is required when commune_code is present",
+                        ));
+                    }
+                },
             }
-            Some(c.into_owned())
         }
     };
 
@@ -262,8 +309,8 @@ pub(super) fn validate(raw: &Raw<'_>, units: &AdminUnits, now: DateTime<Utc>) ->
         level,
         province_code,
         commune_code,
-        province_code_original: None,
-        commune_code_original: None,
+        province_code_original,
+        commune_code_original,
         body,
     })
 }
