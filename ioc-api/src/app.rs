@@ -19,9 +19,10 @@ use tokio::sync::watch;
 
 use crate::alerts::AlertEngine;
 use crate::auth::{Permission, Principal, Token, authenticate};
-use crate::config::WsSettings;
+use crate::config::{DashboardSettings, WsSettings};
 use crate::error::ApiError;
 use crate::live::Hub;
+use crate::throughput::ThroughputCounter;
 use crate::ws::WsMetrics;
 use crate::{alerts, dashboard, events, index, kpis, sql, ws};
 
@@ -47,6 +48,10 @@ pub struct AppState {
     pub ws_metrics: WsMetrics,
     /// Turns true on graceful shutdown (websockets then send a close frame).
     pub shutdown: watch::Receiver<bool>,
+    /// Events per minute by source family (a commit listener).
+    pub throughput: Arc<ThroughputCounter>,
+    /// What the wall display shows besides data.
+    pub dashboard: DashboardSettings,
 }
 
 impl AppState {

@@ -54,6 +54,8 @@ pub struct FileConfig {
     pub alerts: FileAlerts,
     #[serde(default)]
     pub compaction: FileCompaction,
+    #[serde(default)]
+    pub dashboard: FileDashboard,
     /// Days to keep per table (`dead_letters = 90`); 0 keeps forever.
     #[serde(default)]
     pub retention: BTreeMap<String, u32>,
@@ -66,6 +68,14 @@ pub struct FileCompaction {
     pub interval_secs: Option<u64>,
     pub min_files: Option<usize>,
     pub grace_secs: Option<u64>,
+}
+
+/// The wall display (`GET /`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileDashboard {
+    pub title: Option<String>,
+    pub near_target_points: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -192,6 +202,22 @@ pub struct AlertSettings {
     pub external_url: Option<String>,
 }
 
+/// What the wall display shows besides data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DashboardSettings {
+    /// The agency's name in the header.
+    pub title: String,
+    /// A value this many percentage points or less below its target is "near the
+    /// target" (sát ngưỡng) rather than below it.
+    pub near_target_points: f64,
+    /// `alerts.stale_after_secs`: with no new data for this long the page says its
+    /// numbers are stale.
+    pub stale_after: Duration,
+}
+
+pub const DEFAULT_DASHBOARD_TITLE: &str = "Bộ Nội vụ";
+pub const DEFAULT_NEAR_TARGET_POINTS: f64 = 2.0;
+
 /// The resolved settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -214,6 +240,7 @@ pub struct Settings {
     pub ws: WsSettings,
     pub alerts: AlertSettings,
     pub compaction: CompactionSettings,
+    pub dashboard: DashboardSettings,
 }
 
 pub const DEFAULT_HTTP: &str = "127.0.0.1:8080";
@@ -347,6 +374,7 @@ impl Settings {
             )?,
             external_url: f.alerts.external_url,
         };
+        let dashboard = dashboard_settings(&f.dashboard, alerts.stale_after)?;
         Ok(Self {
             data_dir: o.data_dir.or(f.data_dir).unwrap_or_else(|| PathBuf::from(default_data_dir)),
             http,
@@ -366,6 +394,7 @@ impl Settings {
             ws,
             alerts,
             compaction,
+            dashboard,
         })
     }
 
@@ -391,6 +420,21 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+fn dashboard_settings(f: &FileDashboard, stale_after: Duration) -> Result<DashboardSettings, ConfigError> {
+    let title = f.title.as_deref().map(str::trim).unwrap_or(DEFAULT_DASHBOARD_TITLE).to_string();
+    if title.is_empty() || title.chars().count() > 200 {
+        return Err(ConfigError::Invalid { key: "dashboard.title", message: "must be 1 to 200 characters".into() });
+    }
+    let near_target_points = f.near_target_points.unwrap_or(DEFAULT_NEAR_TARGET_POINTS);
+    if !(0.0..=100.0).contains(&near_target_points) {
+        return Err(ConfigError::Invalid {
+            key: "dashboard.near_target_points",
+            message: format!("{near_target_points} is not between 0 and 100 percentage points"),
+        });
+    }
+    Ok(DashboardSettings { title, near_target_points, stale_after })
 }
 
 fn compaction_settings(o: &Overrides, f: &FileConfig) -> Result<CompactionSettings, ConfigError> {
@@ -550,6 +594,33 @@ mod tests {
         assert!(err(Overrides::default(), "[compaction]\ntarget_file_mb = 0").contains("compaction.target_file_mb"));
         let unknown = toml::from_str::<FileConfig>("[compaction]\ntarget_mb = 3").unwrap_err().to_string();
         assert!(unknown.contains("target_mb"), "{unknown}");
+    }
+
+    #[test]
+    fn the_dashboard_has_a_title_a_near_target_margin_and_the_alerts_staleness() {
+        let s = Settings::resolve(Overrides::default(), FileConfig::default(), "d").unwrap();
+        assert_eq!(
+            s.dashboard,
+            DashboardSettings {
+                title: "Bộ Nội vụ".into(),
+                near_target_points: 2.0,
+                stale_after: Duration::from_secs(3600)
+            }
+        );
+        let file = "[dashboard]\ntitle = \"Sở Nội vụ tỉnh Bắc Ninh\"\nnear_target_points = 5\n[alerts]\nstale_after_secs = 60\n";
+        let s = Settings::resolve(Overrides::default(), toml::from_str(file).unwrap(), "d").unwrap();
+        assert_eq!(
+            (s.dashboard.title.as_str(), s.dashboard.near_target_points, s.dashboard.stale_after),
+            ("Sở Nội vụ tỉnh Bắc Ninh", 5.0, Duration::from_secs(60))
+        );
+        for (bad, key) in [
+            ("[dashboard]\nnear_target_points = -1", "dashboard.near_target_points"),
+            ("[dashboard]\ntitle = \"  \"", "dashboard.title"),
+        ] {
+            let err = Settings::resolve(Overrides::default(), toml::from_str(bad).unwrap(), "d").unwrap_err();
+            assert!(err.to_string().contains(key), "{err}");
+        }
+        assert!(toml::from_str::<FileConfig>("[dashboard]\ntitel = \"x\"").is_err());
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! - [`config`]: flags, `IOC_*` variables and the TOML config file;
 //! - [`live`]: the hub that computes KPI changes once and fans them out;
 //!   [`ws`]: the websocket endpoint; [`alerts`]: alert evaluation, history and
-//!   delivery; [`webhook`]: the Alertmanager payload;
+//!   delivery; [`webhook`]: the Alertmanager payload; [`throughput`]: events per
+//!   minute by source family, for the wall display;
 //! - [`maintenance`]: compaction, retention and vacuum, in the background and for
 //!   `ioc compact`;
 //! - [`server`]: wiring and graceful shutdown; [`dashboard`]: the embedded page.
@@ -26,5 +27,6 @@ pub mod maintenance;
 pub mod pg;
 pub mod server;
 pub mod sql;
+pub mod throughput;
 pub mod webhook;
 pub mod ws;

@@ -28,6 +28,8 @@ use ioc_query::{KpiEngine, Period};
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, watch};
 
+use crate::throughput::ThroughputUpdate;
+
 /// How often changes are gathered and pushed: at most one message per KPI and scope
 /// per tick.
 pub const TICK: Duration = Duration::from_millis(250);
@@ -102,6 +104,8 @@ pub enum Push {
     Alert(Arc<Value>),
     /// Rows of the service index that changed in a live period (their score or rank).
     Index(LivePeriod, Period, Arc<Vec<Arc<IndexUpdate>>>),
+    /// Events per minute by source family changed (`crate::throughput`).
+    Throughput(Arc<ThroughputUpdate>),
 }
 
 /// One row of the service index in a live period, as `GET /api/v1/index` shows it,
@@ -203,6 +207,8 @@ pub struct Hub {
     gauges: RwLock<HashMap<UpdateKey, Arc<KpiUpdate>>>,
     /// The service index rows of each period's values, by [`LivePeriod::index`].
     index: [RwLock<HashMap<ScopeKey, Arc<IndexUpdate>>>; 3],
+    /// The throughput last pushed.
+    throughput: RwLock<Option<Arc<ThroughputUpdate>>>,
 }
 
 impl Hub {
@@ -214,6 +220,7 @@ impl Hub {
             periods: Default::default(),
             gauges: RwLock::default(),
             index: Default::default(),
+            throughput: RwLock::default(),
         }
     }
 
@@ -233,6 +240,24 @@ impl Hub {
     /// guaranteed: callers order them).
     pub fn latest_index(&self, period: LivePeriod) -> Vec<Arc<IndexUpdate>> {
         self.index[period.index()].read().expect("hub lock").values().cloned().collect()
+    }
+
+    /// The throughput last pushed (`None` before the first).
+    pub fn latest_throughput(&self) -> Option<Arc<ThroughputUpdate>> {
+        self.throughput.read().expect("hub lock").clone()
+    }
+
+    /// Pushes the throughput when what it shows differs from the last pushed; returns
+    /// whether it did.
+    pub fn publish_throughput(&self, update: ThroughputUpdate) -> bool {
+        let mut latest = self.throughput.write().expect("hub lock");
+        if latest.as_ref().is_some_and(|l| !l.differs(&update)) {
+            return false;
+        }
+        let update = Arc::new(update);
+        *latest = Some(update.clone());
+        let _ = self.tx.send(Push::Throughput(update));
+        true
     }
 
     pub fn publish_alert(&self, alert: Value) {
@@ -439,7 +464,7 @@ pub(crate) mod tests {
                     assert!(t.period.is_none(), "no values of a period before its rollover: {t:?}");
                     None
                 }
-                Push::Alert(_) | Push::Index(..) => None,
+                Push::Alert(_) | Push::Index(..) | Push::Throughput(_) => None,
             })
             .collect();
         assert_eq!(

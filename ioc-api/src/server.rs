@@ -28,6 +28,7 @@ use crate::config::{ConfigError, Settings};
 use crate::live::Hub;
 use crate::maintenance::{self, MaintenanceMetrics};
 use crate::pg::{self, PgHandlers};
+use crate::throughput::{self, ThroughputCounter};
 use crate::ws::WsMetrics;
 
 #[derive(Debug, Error)]
@@ -100,6 +101,8 @@ pub fn build(settings: &Settings, stop: watch::Receiver<bool>) -> Result<(AppSta
 
     let registry = Registry::new();
     let metrics = IngestMetrics::register(&registry)?;
+    // Events per minute by source family, for the wall display.
+    let throughput = Arc::new(ThroughputCounter::default());
     let kafka_metrics = match &settings.kafka_brokers {
         Some(_) => Some(KafkaMetrics::register(&registry)?),
         None => None,
@@ -109,7 +112,7 @@ pub fn build(settings: &Settings, stop: watch::Receiver<bool>) -> Result<(AppSta
         &snapshot,
         units.clone(),
         Some(kpis.clone()),
-        vec![kpis.clone()],
+        vec![kpis.clone(), throughput.clone()],
         metrics,
         PipelineConfig {
             dedupe_window_days: settings.dedupe_window_days,
@@ -142,6 +145,8 @@ pub fn build(settings: &Settings, stop: watch::Receiver<bool>) -> Result<(AppSta
         ws: settings.ws,
         ws_metrics,
         shutdown: stop,
+        throughput,
+        dashboard: settings.dashboard.clone(),
     };
     Ok((state, writer_thread))
 }
@@ -195,6 +200,7 @@ pub async fn run(
     // while this one ingests nothing.
     let sync = tokio::spawn(sync_with_other_writers(ingestor.clone(), stop_rx.clone()));
     let hub_task = tokio::spawn(hub.clone().run(kpis.clone(), stop_rx.clone()));
+    let throughput_task = tokio::spawn(throughput::run(state.throughput.clone(), hub.clone(), stop_rx.clone()));
     let alert_task = tokio::spawn(alerts.clone().run(kpis.clone(), hub.clone(), stop_rx.clone()));
     // Compaction, retention and vacuum: off the writer thread, published with CAS.
     let maintenance_task = tokio::spawn(maintenance::run_background(
@@ -244,6 +250,7 @@ pub async fn run(
     let _ = sync.await;
     let _ = pg_task.await;
     let _ = hub_task.await;
+    let _ = throughput_task.await;
     let _ = alert_task.await;
     let _ = maintenance_task.await;
     // Upgraded websockets outlive the HTTP server's graceful shutdown: give each a

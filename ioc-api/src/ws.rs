@@ -42,6 +42,7 @@ use crate::config::WsSettings;
 use crate::error::ApiError;
 use crate::kpis::kpi_json;
 use crate::live::{IndexUpdate, KpiUpdate, Push, Tick, UpdateKey, scope_json};
+use crate::throughput::{ThroughputUpdate, View};
 
 /// Close code for a client that cannot keep up (policy violation).
 pub const CLOSE_TOO_SLOW: u16 = 1008;
@@ -121,6 +122,9 @@ enum ClientMessage {
         /// Also the rows of the service index (CONTRACT.md §7.6).
         #[serde(default)]
         index: bool,
+        /// Also events per minute by source family (`crate::throughput`).
+        #[serde(default)]
+        throughput: bool,
     },
 }
 
@@ -136,13 +140,15 @@ struct Subscription {
     period: LivePeriod,
     /// The service index rows too.
     index: bool,
+    /// Throughput messages too.
+    throughput: bool,
 }
 
 impl Subscription {
     fn parse(text: &str, catalog: &Catalog, who: &Principal) -> Result<Self, (&'static str, String)> {
         let msg: ClientMessage =
             serde_json::from_str(text).map_err(|e| ("invalid_message", format!("expected a subscribe op: {e}")))?;
-        let ClientMessage::Subscribe { kpis, group_by, period, index } = msg;
+        let ClientMessage::Subscribe { kpis, group_by, period, index, throughput } = msg;
         let period = match period.as_deref() {
             None => LivePeriod::Mtd,
             Some(p) => LivePeriod::parse(p)
@@ -166,7 +172,7 @@ impl Subscription {
         if index && catalog.index().is_none() {
             return Err(("no_index", "the KPI catalog defines no service index".into()));
         }
-        Ok(Self { kpis, by_province, only_province: who.province.clone(), period, index })
+        Ok(Self { kpis, by_province, only_province: who.province.clone(), period, index, throughput })
     }
 
     fn wants(&self, u: &KpiUpdate) -> bool {
@@ -205,6 +211,15 @@ impl Subscription {
                 (Some(p), Some(only)) => p.as_ref() == only,
                 (Some(_), None) => self.by_province,
             }
+    }
+
+    /// The scopes of the throughput this connection gets: its token's province, or
+    /// the nation and, with `group_by`, every province.
+    fn throughput_view(&self) -> View<'_> {
+        match &self.only_province {
+            Some(p) => View::Province(p),
+            None => View::National { provinces: self.by_province },
+        }
     }
 
     fn wants_alert(&self, alert: &Value) -> bool {
@@ -247,6 +262,10 @@ where
     let mut values: BTreeMap<UpdateKey, Arc<KpiUpdate>> = BTreeMap::new();
     let mut alerts: VecDeque<Arc<Value>> = VecDeque::new();
     let mut index_rows: BTreeMap<ScopeKey, Arc<IndexUpdate>> = BTreeMap::new();
+    // The throughput to send, and the newest whole minute already sent (minutes are
+    // sent again only when a new one is complete).
+    let mut throughput: Option<Arc<ThroughputUpdate>> = None;
+    let mut minutes_sent: Option<i64> = None;
     let mut ping = tokio::time::interval(ping_interval);
     ping.reset();
     let mut last_pong = Instant::now();
@@ -265,8 +284,9 @@ where
     loop {
         // Send what is queued: alerts in order, then the latest value of each KPI, as
         // one write.
-        if !alerts.is_empty() || !values.is_empty() || !index_rows.is_empty() {
+        if !alerts.is_empty() || !values.is_empty() || !index_rows.is_empty() || throughput.is_some() {
             let (n_alerts, n_kpis, n_index) = (alerts.len(), values.len(), index_rows.len());
+            let n_throughput = u64::from(throughput.is_some());
             let written = tokio::time::timeout(timeout, async {
                 while let Some(alert) = alerts.pop_front() {
                     seq += 1;
@@ -281,6 +301,12 @@ where
                     seq += 1;
                     sink.feed(Message::Text(row.message(seq).into())).await?;
                 }
+                if let (Some(t), Some(s)) = (throughput.take(), &sub) {
+                    let with_minutes = t.last_minute() != minutes_sent;
+                    minutes_sent = t.last_minute();
+                    seq += 1;
+                    sink.feed(Message::Text(t.message(seq, s.throughput_view(), with_minutes).into())).await?;
+                }
                 sink.flush().await
             })
             .await;
@@ -289,6 +315,7 @@ where
                     state.ws_metrics.messages.with_label_values(&["alert"]).inc_by(n_alerts as u64);
                     state.ws_metrics.messages.with_label_values(&["kpi"]).inc_by(n_kpis as u64);
                     state.ws_metrics.messages.with_label_values(&["index"]).inc_by(n_index as u64);
+                    state.ws_metrics.messages.with_label_values(&["throughput"]).inc_by(n_throughput);
                 }
                 Ok(Err(_)) => return ("closed", None),
                 Err(_) => return ("too_slow", Some((CLOSE_TOO_SLOW, "too slow: messages were not taken in time"))),
@@ -304,8 +331,9 @@ where
                         Ok(s) => {
                             values.clear();
                             index_rows.clear();
+                            throughput = None;
                             seq += 1;
-                            let (snapshot, period) = snapshot(state, &s, seq);
+                            let (snapshot, period) = snapshot(state, &s, seq, &mut minutes_sent);
                             sub = Some(s);
                             shown = period;
                             send!(snapshot, "snapshot");
@@ -328,8 +356,9 @@ where
                         Some((_, range)) if Some(range) != shown => {
                             values.clear();
                             index_rows.clear();
+                            throughput = None;
                             seq += 1;
-                            let (snapshot, period) = snapshot(state, s, seq);
+                            let (snapshot, period) = snapshot(state, s, seq, &mut minutes_sent);
                             shown = period;
                             send!(snapshot, "snapshot");
                         }
@@ -345,8 +374,9 @@ where
                         // Values queued before the rollover are the old period's.
                         values.clear();
                             index_rows.clear();
+                        throughput = None;
                         seq += 1;
-                        let (snapshot, period) = snapshot(state, s, seq);
+                        let (snapshot, period) = snapshot(state, s, seq, &mut minutes_sent);
                         shown = period;
                         send!(snapshot, "snapshot");
                     }
@@ -356,6 +386,11 @@ where
                         for u in rows.iter().filter(|u| s.wants_index(u)) {
                             index_rows.insert(u.scope.clone(), u.clone());
                         }
+                    }
+                }
+                Ok(Push::Throughput(t)) => {
+                    if sub.as_ref().is_some_and(|s| s.throughput) {
+                        throughput = Some(t);
                     }
                 }
                 Ok(Push::Alert(a)) => {
@@ -375,8 +410,9 @@ where
                         if period != shown {
                             values.clear();
                             index_rows.clear();
+                            throughput = None;
                             seq += 1;
-                            let (snapshot, period) = snapshot(state, s, seq);
+                            let (snapshot, period) = snapshot(state, s, seq, &mut minutes_sent);
                             shown = period;
                             send!(snapshot, "snapshot");
                         } else {
@@ -385,6 +421,9 @@ where
                             }
                             for u in state.hub.latest_index(s.period).into_iter().filter(|u| s.wants_index(u)) {
                                 index_rows.insert(u.scope.clone(), u);
+                            }
+                            if s.throughput {
+                                throughput = state.hub.latest_throughput();
                             }
                         }
                     }
@@ -437,7 +476,9 @@ where
 /// Each entry has its `scope`. `from` and `to` are those of the period the values are
 /// of, which the hub replaces only together with the values, so a snapshot never
 /// shows one period's values under another's dates. Returns that period too.
-fn snapshot(state: &AppState, sub: &Subscription, seq: u64) -> (Value, Option<Period>) {
+/// `as_of` is the commit time of the newest data. With `throughput`, it carries the
+/// latest throughput with its minutes, and `minutes_sent` says which were sent.
+fn snapshot(state: &AppState, sub: &Subscription, seq: u64, minutes_sent: &mut Option<i64>) -> (Value, Option<Period>) {
     let (shown, latest) = state.hub.latest(sub.period);
     let period = shown.unwrap_or_else(|| {
         // Before the hub's first tick (the server ticks once before it listens).
@@ -474,6 +515,12 @@ fn snapshot(state: &AppState, sub: &Subscription, seq: u64) -> (Value, Option<Pe
         }
     }
     let mut snapshot = json!({"type": "snapshot", "seq": seq, "period": sub.period.as_str(), "kpis": kpis});
+    snapshot["as_of"] = json!(state.kpis.as_of().map(|t| t.to_rfc3339()));
+    if sub.throughput {
+        let latest = state.hub.latest_throughput();
+        *minutes_sent = latest.as_ref().and_then(|t| t.last_minute());
+        snapshot["throughput"] = latest.map_or(Value::Null, |t| t.json(sub.throughput_view(), true));
+    }
     if sub.index {
         // The nation (or the token's province) first, then the provinces by rank.
         let mut rows: Vec<Arc<IndexUpdate>> =
