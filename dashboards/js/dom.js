@@ -46,7 +46,7 @@ export function statusOf(k, nearPoints) {
   return "below";
 }
 
-export const SYMBOL = { ok: "✓", near: "▲", below: "▼", none: "–" };
+export const SYMBOL = { ok: "✓", near: "◆", below: "▼", none: "–" };
 
 export function statusWord(st) {
   return S.status[st];

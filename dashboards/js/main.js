@@ -49,6 +49,12 @@ const st = {
   shortName: (code) => shorts.get(code) || code,
 };
 
+// How many alerts fit in their panel (an alert is about 3.1rem high).
+function alertRows() {
+  const rem = parseFloat(getComputedStyle(document.documentElement).fontSize) || 16;
+  return Math.max(3, Math.floor(($("alerts").clientHeight - 4.2 * rem) / (3.1 * rem)));
+}
+
 // Panels.
 const $ = (id) => document.getElementById(id);
 const panels = [
@@ -67,7 +73,7 @@ const panels = [
   mountMap($("map"), grid, { onPick: (c) => pick(c === st.province ? "" : c) }),
   mountRanking($("ranking"), grid, { onPick: (c) => pick(c === st.province ? "" : c) }),
   mountIndex($("index"), grid, { onPick: (c) => pick(c === st.province ? "" : c) }),
-  mountAlerts($("alerts"), { max: () => Math.max(3, Math.floor(($("alerts").clientHeight - 40) / 44)) }),
+  mountAlerts($("alerts"), { max: alertRows }),
   mountThroughput($("throughput")),
 ];
 
@@ -100,6 +106,7 @@ function pick(code) {
 
 function selectKpi(id) {
   if (!st.catalog.includes(id)) return;
+  if (st.kpi !== id) st.rankYesterday = new Map();
   st.kpi = id;
   keepUrl();
   loadRanks();

@@ -48,7 +48,13 @@ function build(id, onSelect) {
 export function mountTiles(container, { onSelect }) {
   const summary = el("section", { class: "tile summary", "aria-live": "polite" });
   return function update(st) {
-    const kpis = st.catalog.map((id) => st.value(id, st.province)).filter(Boolean);
+    // A province without data in the period yet: the nation's entry, without a value.
+    const view = (id) => {
+      const nat = st.value(id, "");
+      if (!st.province) return nat;
+      return st.value(id, st.province) || (nat && { ...nat, value: null, numerator: 0, denominator: nat.kind === "gauge" ? null : 0 });
+    };
+    const kpis = st.catalog.map(view).filter(Boolean);
     let ok = 0;
     let measured = 0;
     for (const k of kpis) {
