@@ -9,7 +9,7 @@ const W = 200; // bullet and sparkline viewBox width
 const tiles = new Map(); // id -> parts
 
 function build(id, onSelect) {
-  const name = el("h3", { class: "name" });
+  const name = el("h2", { class: "name" });
   const value = el("span", { class: "value" });
   const status = el("span", { class: "status" });
   const track = svg("rect", { x: 0, y: 2, width: W, height: 12, rx: 1, class: "track" });
@@ -24,7 +24,7 @@ function build(id, onSelect) {
   const spark = svg("svg", { class: "spark", viewBox: `0 0 ${W} 40`, preserveAspectRatio: "none", "aria-hidden": "true" }, tmark, line);
   const delta = el("div", { class: "delta" });
   const root = el(
-    "article",
+    "div",
     { class: "tile", "data-kpi": id, tabindex: "0", role: "button", "aria-pressed": "false" },
     name,
     el("div", { class: "row1" }, value, status),
