@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use support::*;
 
-/// The province the script filters to and pushes below its target.
+/// The province the script filters to and pushes below its alert's threshold (0.3, far
+/// below what the simulator sends, so that it fires only on the script's events).
 const PROVINCE: &str = "46";
 
 fn repo() -> PathBuf {
@@ -33,7 +34,7 @@ fn rules(dir: &Path) -> PathBuf {
     }
     text += "[[rule]]\nname = \"on_time_each\"\nkpi = \"on_time_rate\"\nscope = \"each_province\"\nmin_denominator = 20\n\n";
     text += &format!(
-        "[[rule]]\nname = \"e2e_full_online_{PROVINCE}\"\nkpi = \"full_online_rate\"\nscope = \"{PROVINCE}\"\nwindow = \"today\"\nseverity = \"critical\"\n"
+        "[[rule]]\nname = \"e2e_full_online_{PROVINCE}\"\nkpi = \"full_online_rate\"\nscope = \"{PROVINCE}\"\nwindow = \"today\"\nthreshold = 0.3\nseverity = \"critical\"\n"
     );
     std::fs::write(&path, text).unwrap();
     path
