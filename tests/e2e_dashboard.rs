@@ -73,7 +73,8 @@ async fn serve(dir: &Path, rules: &Path, port: Option<u16>) -> Server {
                 token: None,
             };
             let deadline = Instant::now() + Duration::from_secs(120);
-            while server.get("/healthz").await.0 != 200 {
+            let healthz = format!("{}/healthz", server.base);
+            while !server.client.get(&healthz).send().await.is_ok_and(|r| r.status().is_success()) {
                 assert!(Instant::now() < deadline, "ioc did not come back on {port}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -102,7 +103,9 @@ fn the_wall_display_in_chromium_matches_the_api_live_and_after_a_restart() {
             let (status, body) = server.post_ndjson(chunk).await;
             assert_eq!(status, 200, "{body}");
         }
-        wait_for_kpis(&server, &evs, "").await;
+        let from = (Utc::now() - chrono::Duration::days(31)).to_rfc3339().replace('+', "%2B");
+        let to = (Utc::now() + chrono::Duration::minutes(10)).to_rfc3339().replace('+', "%2B");
+        wait_for_kpis(&server, &evs, &format!("from={from}&to={to}")).await;
         server
     });
 

@@ -238,8 +238,11 @@ await check("?lang=en and ?kiosk=1&rotate=5", async () => {
   await p2.goto(BASE + "/?lang=en&kiosk=1&rotate=5");
   await until("English labels", async () => (await p2.locator(".panel-title", { hasText: "Alerts" }).count()) === 1);
   assert(!(await p2.locator(".periods").isVisible()), "kiosk hides the controls");
+  await until("a KPI on the map", async () => !!(await p2.locator(".tilemap").getAttribute("data-kpi")));
   const first = await p2.locator(".tilemap").getAttribute("data-kpi");
+  const t0 = Date.now();
   await until("the map's KPI rotates", async () => (await p2.locator(".tilemap").getAttribute("data-kpi")) !== first, 9000);
+  assert(Date.now() - t0 > 3000, `rotated after ${Date.now() - t0} ms, not about 5 s`);
   await p2.close();
 });
 
