@@ -29,7 +29,7 @@ export function mountAlerts(container, { max }) {
       .filter((a) => now - Date.parse(a.resolved_at) < 6 * 3600e3)
       .sort((a, b) => Date.parse(b.resolved_at) - Date.parse(a.resolved_at));
     const all = [...active, ...resolved];
-    const cap = max();
+    const cap = max;
     const shown = all.slice(0, cap);
     setText(count, active.length ? `(${active.length})` : "");
     const keep = new Set();
@@ -68,6 +68,16 @@ export function mountAlerts(container, { max }) {
     if (!all.length) {
       if (!list.querySelector(".none")) list.append(el("li", { class: "none", text: S.alertsNone }));
     } else list.querySelector(".none")?.remove();
-    setText(more, all.length > cap ? S.more(all.length - cap) : "");
+    // What does not fit in the panel is counted in "+N nữa", never cut in half.
+    let hidden = all.length - shown.length;
+    const bottom = list.clientHeight;
+    for (const li of list.children) {
+      li.hidden = false;
+      if (li.offsetTop - list.offsetTop + li.offsetHeight > bottom) {
+        li.hidden = true;
+        hidden += 1;
+      }
+    }
+    setText(more, hidden > 0 ? S.more(hidden) : "");
   };
 }

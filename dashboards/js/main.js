@@ -49,12 +49,6 @@ const st = {
   shortName: (code) => shorts.get(code) || code,
 };
 
-// How many alerts fit in their panel (an alert is about 3.1rem high).
-function alertRows() {
-  const rem = parseFloat(getComputedStyle(document.documentElement).fontSize) || 16;
-  return Math.max(3, Math.floor(($("alerts").clientHeight - 4.2 * rem) / (3.1 * rem)));
-}
-
 // Panels.
 const $ = (id) => document.getElementById(id);
 const panels = [
@@ -73,7 +67,7 @@ const panels = [
   mountMap($("map"), grid, { onPick: (c) => pick(c === st.province ? "" : c) }),
   mountRanking($("ranking"), grid, { onPick: (c) => pick(c === st.province ? "" : c) }),
   mountIndex($("index"), grid, { onPick: (c) => pick(c === st.province ? "" : c) }),
-  mountAlerts($("alerts"), { max: alertRows }),
+  mountAlerts($("alerts"), { max: 40 }),
   mountThroughput($("throughput")),
 ];
 

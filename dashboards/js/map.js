@@ -58,7 +58,7 @@ export function mountMap(container, grid, { onPick }) {
         c.st = s;
       }
       const v = k ? (k.kind === "gauge" ? fmt.int(k.value) : fmt.pct(k.value)) : "—";
-      setText(c.value, `${SYMBOL[s]} ${v}`);
+      setText(c.value, s === "none" ? v : `${SYMBOL[s]} ${v}`);
       setAttr(c.g, "aria-label", `${c.p.short}: ${v}, ${statusWord(s)}`);
       setAttr(c.g, "aria-pressed", String(st.province === code));
       c.g.classList.toggle("selected", st.province === code);
