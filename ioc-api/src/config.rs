@@ -553,7 +553,9 @@ mod tests {
         assert_eq!(file.legacy_province_codes.as_deref(), Some("remap"));
         for bad in ["keep", "REMAP", ""] {
             let err = resolve(Some(bad), None).unwrap_err().to_string();
-            for needle in ["--legacy-province-codes", "IOC_LEGACY_PROVINCE_CODES", "legacy_province_codes", "reject, remap"] {
+            for needle in
+                ["--legacy-province-codes", "IOC_LEGACY_PROVINCE_CODES", "legacy_province_codes", "reject, remap"]
+            {
                 assert!(err.contains(needle), "{bad:?}: {err}");
             }
         }
