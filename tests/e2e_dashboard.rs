@@ -125,7 +125,8 @@ fn the_wall_display_in_chromium_matches_the_api_live_and_after_a_restart() {
     let mut output = String::new();
     for line in BufReader::new(node.stdout.take().unwrap()).lines() {
         let line = line.unwrap();
-        println!("{line}");
+        // Shown live with --no-capture, and in the failure message anyway.
+        let _ = writeln!(std::io::stdout(), "{line}");
         output += &line;
         output += "\n";
         if line.trim() == "@@restart" {
