@@ -156,14 +156,12 @@ const timeFmt = new Intl.DateTimeFormat("vi-VN", {
 const dateFmt = new Intl.DateTimeFormat(S.lang === "en" ? "en-GB" : "vi-VN", {
   timeZone: "Asia/Ho_Chi_Minh", weekday: "long", day: "2-digit", month: "2-digit", year: "numeric",
 });
-const stampFmt = new Intl.DateTimeFormat("vi-VN", {
-  timeZone: "Asia/Ho_Chi_Minh", hour: "2-digit", minute: "2-digit", second: "2-digit",
-  day: "2-digit", month: "2-digit", hour12: false,
-});
+const dayMonthFmt = new Intl.DateTimeFormat("vi-VN", { timeZone: "Asia/Ho_Chi_Minh", day: "2-digit", month: "2-digit" });
 export const time = {
   clock: (d) => timeFmt.format(d),
   date: (d) => dateFmt.format(d),
-  stamp: (d) => stampFmt.format(d),
+  /** "08:57:35, 02/12" */
+  stamp: (d) => `${timeFmt.format(d)}, ${dayMonthFmt.format(d)}`,
 };
 
 /** A duration in seconds, in words: "3 phút", "2 giờ". */
