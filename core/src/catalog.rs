@@ -418,7 +418,9 @@ mod tests {
     fn shipped_targets_resolve_by_province_year_and_level() {
         let c = Catalog::builtin();
         let p = Some(Level::Province);
-        let cases: [(&str, Option<&str>, i32, Option<Level>, f64, &str); 28] = [
+        // (kpi, province, year, level, target, source)
+        type Case<'a> = (&'a str, Option<&'a str>, i32, Option<Level>, f64, &'a str);
+        let cases: [Case<'_>; 28] = [
             ("digitization_rate", None, 2026, None, 1.00, QD1105_DIGITIZATION),
             ("digitization_rate", Some("24"), 2024, None, 1.00, QD1105_DIGITIZATION),
             ("edoc_rate", None, 2026, None, 1.00, QD1105_EDOC),
