@@ -13,7 +13,6 @@ mod support;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use support::*;
@@ -40,46 +39,13 @@ fn rules(dir: &Path) -> PathBuf {
     path
 }
 
-/// `ioc serve` on `port` (0: a free one), or panics.
+/// `ioc serve` on `port` (`None`: a free one), or panics.
 async fn serve(dir: &Path, rules: &Path, port: Option<u16>) -> Server {
     let rules = rules.to_str().unwrap();
     let args = ["--alert-rules", rules, "--alert-eval-interval-secs", "1"];
     match port {
         None => Server::start(dir, &args, &[]).await,
-        Some(port) => {
-            let pg_port = free_port();
-            let child = Command::new(ioc_bin())
-                .arg("serve")
-                .arg("--data-dir")
-                .arg(dir)
-                .arg("--http")
-                .arg(format!("127.0.0.1:{port}"))
-                .arg("--pg")
-                .arg(format!("127.0.0.1:{pg_port}"))
-                .args(args)
-                .env_remove("IOC_AUTH_TOKENS")
-                .env("IOC_LOG", "warn")
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .unwrap();
-            let server = Server {
-                child,
-                base: format!("http://127.0.0.1:{port}"),
-                port,
-                pg_port,
-                data_dir: dir.to_path_buf(),
-                client: reqwest::Client::new(),
-                token: None,
-            };
-            let deadline = Instant::now() + Duration::from_secs(120);
-            let healthz = format!("{}/healthz", server.base);
-            while !server.client.get(&healthz).send().await.is_ok_and(|r| r.status().is_success()) {
-                assert!(Instant::now() < deadline, "ioc did not come back on {port}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            server
-        }
+        Some(port) => Server::start_on(port, dir, &args, &[]).await,
     }
 }
 

@@ -60,7 +60,11 @@ pub struct Server {
 
 impl Server {
     pub async fn start(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
-        let port = free_port();
+        Self::start_on(free_port(), data_dir, args, env).await
+    }
+
+    /// As [`Server::start`], on a given HTTP port (a restart on the same address).
+    pub async fn start_on(port: u16, data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         let pg_port = free_port();
         let mut cmd = Command::new(ioc_bin());
         cmd.arg("serve")
