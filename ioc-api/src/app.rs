@@ -21,6 +21,7 @@ use crate::alerts::AlertEngine;
 use crate::auth::{Permission, Principal, Token, authenticate};
 use crate::config::{DashboardSettings, WsSettings};
 use crate::error::ApiError;
+use crate::http_metrics::{self, HttpMetrics};
 use crate::live::Hub;
 use crate::throughput::ThroughputCounter;
 use crate::ws::WsMetrics;
@@ -46,6 +47,8 @@ pub struct AppState {
     pub alerts: Arc<AlertEngine>,
     pub ws: WsSettings,
     pub ws_metrics: WsMetrics,
+    /// Answer times by route (`ioc_http_request_duration_seconds`).
+    pub http_metrics: HttpMetrics,
     /// Turns true on graceful shutdown (websockets then send a close frame).
     pub shutdown: watch::Receiver<bool>,
     /// Events per minute by source family (a commit listener).
@@ -94,6 +97,8 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(catch_panics))
         .layer(middleware::map_response(json_errors))
+        // Outermost, so that it times the answer as sent, a caught panic's 500 included.
+        .layer(middleware::from_fn_with_state(state.http_metrics.clone(), http_metrics::observe))
         .with_state(state)
 }
 

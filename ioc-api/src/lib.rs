@@ -19,6 +19,7 @@ pub mod config;
 pub mod dashboard;
 pub mod error;
 pub mod events;
+pub mod http_metrics;
 pub mod index;
 pub mod json;
 pub mod kpis;

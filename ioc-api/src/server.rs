@@ -25,6 +25,7 @@ use tracing::{info, warn};
 use crate::alerts::{AlertEngine, AlertError};
 use crate::app::{AppState, app};
 use crate::config::{ConfigError, Settings};
+use crate::http_metrics::HttpMetrics;
 use crate::live::Hub;
 use crate::maintenance::{self, MaintenanceMetrics};
 use crate::pg::{self, PgHandlers};
@@ -128,6 +129,7 @@ pub fn build(settings: &Settings, stop: watch::Receiver<bool>) -> Result<(AppSta
             .with_webhook(stop.clone()),
     );
     let ws_metrics = WsMetrics::register(&registry)?;
+    let http_metrics = HttpMetrics::register(&registry)?;
     let state = AppState {
         store: store.clone(),
         units,
@@ -144,6 +146,7 @@ pub fn build(settings: &Settings, stop: watch::Receiver<bool>) -> Result<(AppSta
         alerts,
         ws: settings.ws,
         ws_metrics,
+        http_metrics,
         shutdown: stop,
         throughput,
         dashboard: settings.dashboard.clone(),
