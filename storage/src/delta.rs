@@ -539,7 +539,7 @@ fn maybe_checkpoint(
 ) -> Result<(), StorageError> {
     let interval = store.checkpoint_interval();
     let (Some(version), Some(txn)) = (t.version, t.txn) else { return Ok(()) };
-    let due = interval > 0 && version >= t.checkpoint.map_or(0, |c| c) + interval;
+    let due = interval > 0 && version >= t.checkpoint.unwrap_or(0) + interval;
     if !due || snap.version.is_none() || t.through != snap.version {
         return Ok(());
     }
