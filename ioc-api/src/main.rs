@@ -52,8 +52,7 @@ enum Command {
 #[derive(Subcommand)]
 enum LakeCommand {
     /// Delete every table's `_delta_log/` and write it again from the commit log (for
-    /// a damaged Delta log, or one from before a table gained a column). Run it with no
-    /// server writing to the data directory.
+    /// a damaged Delta log). Run it with no server writing to the data directory.
     Rebuild(LakeArgs),
 }
 

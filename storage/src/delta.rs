@@ -33,6 +33,8 @@
 //! - A checkpoint (`<v>.checkpoint.parquet` and `_last_checkpoint`) is written when a
 //!   table is at least `checkpoint_interval` versions past the last one and its Delta
 //!   log is level with the store's snapshot (its live files are then the snapshot's).
+//! - When a table's schema gained a column (schema evolution), the first Delta commit
+//!   after it carries a new `metaData` with the new schema (the same table id).
 //!
 //! [`Store`] calls [`export`] at the end of every commit it publishes and when it opens
 //! (which builds the Delta logs of a store written before them), so the Delta log is up
@@ -80,6 +82,8 @@ struct TableLog {
     through: Option<u64>,
     /// The version of the latest checkpoint.
     checkpoint: Option<u64>,
+    /// The table's latest `metaData` (its schema), as written.
+    meta: Option<Value>,
 }
 
 /// The exporter's state, one per [`Store`] (behind a lock: one export at a time).
@@ -133,9 +137,9 @@ pub(crate) fn export_log(store: &Store, commits: &[Commit]) -> Result<ExportRepo
 }
 
 /// Deletes every table's Delta log and writes it again from the global log: for a
-/// damaged Delta log, or one written by an older version (a table's schema gained a
-/// column). Run it with no other process writing to the store: an exporter writing
-/// meanwhile could interleave its commits with the rebuilt ones.
+/// damaged or hand-edited Delta log. Run it with no other process writing to the
+/// store: an exporter writing meanwhile could interleave its commits with the rebuilt
+/// ones.
 pub fn rebuild(store: &Store) -> Result<ExportReport, StorageError> {
     let mut state = store.delta_state().lock().expect("delta lock");
     let fs = store.fs();
@@ -209,8 +213,8 @@ fn export_locked(
     Ok(report)
 }
 
-/// The state of a table's Delta log on disk: its latest version, that commit's `txn`
-/// and the latest checkpoint.
+/// The state of a table's Delta log on disk: its latest version, that commit's `txn`,
+/// the latest `metaData` and the latest checkpoint.
 fn load(fs: &dyn Fs, dir: &Path) -> Result<TableLog, StorageError> {
     let mut t = TableLog { loaded: true, ..TableLog::default() };
     if !fs.exists(dir) {
@@ -227,16 +231,33 @@ fn load(fs: &dyn Fs, dir: &Path) -> Result<TableLog, StorageError> {
     }
     versions.sort_unstable();
     t.version = versions.last().copied();
+    // Newest first, until both the latest txn and the latest metaData are found (the
+    // metaData of the versions a checkpoint covers is in the checkpoint).
     for &v in versions.iter().rev() {
-        let path = dir.join(file_name(v));
-        let text = fs.read(&path).map_err(io_err(&path))?;
-        if let Some(txn) = ioc_txn(&path, &text)? {
-            t.txn = Some(txn);
-            t.through = Some(txn);
-            return Ok(t);
+        if t.txn.is_some() && (t.meta.is_some() || t.checkpoint.is_some_and(|cp| v <= cp)) {
+            break;
+        }
+        for action in read_actions(fs, &dir.join(file_name(v)))? {
+            if t.txn.is_none()
+                && let Some(txn) = action.get("txn").filter(|x| x["appId"] == APP_ID)
+            {
+                let bad = || StorageError::DeltaLog { path: dir.join(file_name(v)), message: format!("bad txn {txn}") };
+                t.txn = Some(txn["version"].as_u64().ok_or_else(bad)?);
+            }
+            if t.meta.is_none()
+                && let Some(meta) = action.get("metaData")
+            {
+                t.meta = Some(meta.clone());
+            }
         }
     }
-    if t.version.is_some() {
+    if t.meta.is_none()
+        && let Some(cp) = t.checkpoint
+    {
+        t.meta = checkpoint_metadata(&dir.join(checkpoint_name(cp)))?;
+    }
+    t.through = t.txn;
+    if t.version.is_some() && t.txn.is_none() {
         return Err(StorageError::DeltaLog {
             path: dir.to_path_buf(),
             message: format!("no commit carries a txn of appId `{APP_ID}`: not written by ioc (`ioc lake rebuild`)"),
@@ -245,17 +266,35 @@ fn load(fs: &dyn Fs, dir: &Path) -> Result<TableLog, StorageError> {
     Ok(t)
 }
 
-/// The `txn.version` of appId `ioc` in one Delta commit file.
-fn ioc_txn(path: &Path, text: &[u8]) -> Result<Option<u64>, StorageError> {
+/// The actions of one Delta commit file.
+fn read_actions(fs: &dyn Fs, path: &Path) -> Result<Vec<Value>, StorageError> {
     let corrupt = |message: String| StorageError::DeltaLog { path: path.to_path_buf(), message };
-    let text = std::str::from_utf8(text).map_err(|e| corrupt(e.to_string()))?;
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let action: Value = serde_json::from_str(line).map_err(|e| corrupt(e.to_string()))?;
-        if let Some(txn) = action.get("txn").filter(|t| t["appId"] == APP_ID) {
-            return txn["version"].as_u64().map(Some).ok_or_else(|| corrupt(format!("bad txn {txn}")));
-        }
+    let bytes = fs.read(path).map_err(io_err(path))?;
+    let text = std::str::from_utf8(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).map_err(|e| corrupt(e.to_string())))
+        .collect()
+}
+
+/// The `metaData` in a checkpoint (read from the real file, as Parquet data is).
+fn checkpoint_metadata(path: &Path) -> Result<Option<Value>, StorageError> {
+    let pq = |source| StorageError::Parquet { path: path.to_path_buf(), source };
+    let file = std::fs::File::open(path).map_err(io_err(path))?;
+    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).map_err(pq)?;
+    let Some(column) = builder.schema().fields().iter().position(|f| f.name() == "metaData") else {
+        return Ok(None);
+    };
+    let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [column]);
+    let mut json_rows = Vec::new();
+    let mut writer = arrow::json::ArrayWriter::new(&mut json_rows);
+    for batch in builder.with_projection(mask).build().map_err(pq)? {
+        writer.write(&batch?)?;
     }
-    Ok(None)
+    writer.finish()?;
+    let rows: Vec<Value> = serde_json::from_slice(&json_rows)
+        .map_err(|e| StorageError::DeltaLog { path: path.to_path_buf(), message: e.to_string() })?;
+    Ok(rows.into_iter().find_map(|mut r| r.get_mut("metaData").map(Value::take)))
 }
 
 fn export_table(
@@ -278,6 +317,7 @@ fn export_table(
     let next_index = |through: Option<u64>| commits.partition_point(|c| Some(c.version) <= through);
     let mut i = next_index(t.through);
     let mut attempts = 0;
+    let current = delta_schema(schema)?.to_string();
     while let Some(c) = commits.get(i) {
         let actions = file_actions(table, c);
         if actions.is_empty() && t.version.is_some() {
@@ -286,8 +326,23 @@ fn export_table(
             continue;
         }
         let version = t.version.map_or(0, |v| v + 1);
-        let body = commit_body(table, schema, c, actions, version == 0)?;
+        // A new metaData in version 0, and with the first commit after the table's
+        // schema changed (a column added: the files it adds have it).
+        let meta = match &t.meta {
+            _ if version == 0 => Some(new_metadata(table, &current, c.committed_at.timestamp_millis())),
+            Some(m) if m["schemaString"] == current.as_str() => None,
+            Some(m) => {
+                let mut m = m.clone();
+                m["schemaString"] = Value::String(current.clone());
+                Some(m)
+            }
+            None => Some(new_metadata(table, &current, c.committed_at.timestamp_millis())),
+        };
+        let body = commit_body(c, actions, version == 0, meta.as_ref());
         if publish(store, &dir, &file_name(version), &body)? {
+            if meta.is_some() {
+                t.meta = meta;
+            }
             t.version = Some(version);
             t.txn = Some(c.version);
             t.through = Some(c.version);
@@ -376,13 +431,7 @@ fn table_path(path: &str) -> String {
     out
 }
 
-fn commit_body(
-    table: &str,
-    schema: &SchemaRef,
-    c: &Commit,
-    actions: Vec<Value>,
-    first: bool,
-) -> Result<Vec<u8>, StorageError> {
+fn commit_body(c: &Commit, actions: Vec<Value>, first: bool, meta: Option<&Value>) -> Vec<u8> {
     let at = c.committed_at.timestamp_millis();
     let operation = match (c.add.is_empty(), c.remove.is_empty()) {
         _ if first && actions.is_empty() => "CREATE TABLE",
@@ -400,7 +449,9 @@ fn commit_body(
     }})];
     if first {
         lines.push(protocol());
-        lines.push(metadata(table, schema, at)?);
+    }
+    if let Some(meta) = meta {
+        lines.push(json!({"metaData": meta}));
     }
     lines.push(json!({"txn": {"appId": APP_ID, "version": c.version, "lastUpdated": at}}));
     lines.extend(actions);
@@ -409,23 +460,24 @@ fn commit_body(
         serde_json::to_writer(&mut body, &l).expect("JSON serialises");
         body.push(b'\n');
     }
-    Ok(body)
+    body
 }
 
 fn protocol() -> Value {
     json!({"protocol": {"minReaderVersion": 1, "minWriterVersion": 2}})
 }
 
-fn metadata(table: &str, schema: &SchemaRef, created_ms: i64) -> Result<Value, StorageError> {
-    Ok(json!({"metaData": {
+/// A table's `metaData`: a fresh id, Parquet, its schema string, no partitions.
+fn new_metadata(table: &str, schema_string: &str, created_ms: i64) -> Value {
+    json!({
         "id": random_uuid(),
         "name": table,
         "format": {"provider": "parquet", "options": {}},
-        "schemaString": delta_schema(schema)?.to_string(),
+        "schemaString": schema_string,
         "partitionColumns": [],
         "configuration": {},
         "createdTime": created_ms,
-    }}))
+    })
 }
 
 /// A version-4-shaped UUID from the standard library's randomly seeded hasher.
@@ -544,17 +596,11 @@ fn maybe_checkpoint(
         return Ok(());
     }
     let dir = delta_log_dir(store.root(), table);
-    // The table's metaData and protocol, as version 0 has them.
-    let first = dir.join(file_name(0));
-    let text = store.fs().read(&first).map_err(io_err(&first))?;
-    let mut header = Vec::new();
-    for line in String::from_utf8_lossy(&text).lines() {
-        let action: Value = serde_json::from_str(line)
-            .map_err(|e| StorageError::DeltaLog { path: first.clone(), message: e.to_string() })?;
-        if action.get("protocol").is_some() || action.get("metaData").is_some() {
-            header.push(action);
-        }
-    }
+    let Some(meta) = t.meta.clone() else {
+        warn!(table, version, "no metaData known for the Delta log; no checkpoint");
+        return Ok(());
+    };
+    let header = vec![protocol(), json!({"metaData": meta})];
     let live = snap.files(table);
     let wanted: HashSet<&str> = live.iter().map(|f| f.path.as_str()).collect();
     let mut accepted: HashMap<&str, DateTime<Utc>> = HashMap::new();
@@ -570,7 +616,7 @@ fn maybe_checkpoint(
         actions.push(add_action(f, modified, false));
     }
     let body = checkpoint_parquet(&actions)?;
-    let name = format!("{version:020}.checkpoint.parquet");
+    let name = checkpoint_name(version);
     if publish(store, &dir, &name, &body)? {
         let hint = json!({"version": version, "size": actions.len(), "numOfAddFiles": live.len()}).to_string();
         let last = dir.join("_last_checkpoint");
@@ -673,6 +719,10 @@ fn checkpoint_parquet(actions: &[Value]) -> Result<Vec<u8>, StorageError> {
 
 fn parse_version(s: &str) -> Option<u64> {
     (s.len() == 20 && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok()).flatten()
+}
+
+fn checkpoint_name(version: u64) -> String {
+    format!("{version:020}.checkpoint.parquet")
 }
 
 fn file_name(version: u64) -> String {
@@ -932,6 +982,49 @@ mod tests {
         let reopened = Store::open(dir.path(), "r").unwrap();
         assert_eq!(replay(dir.path(), DEAD_LETTERS, None), (snapshot_paths(&reopened, DEAD_LETTERS), 8));
         assert_eq!(txns(dir.path(), DEAD_LETTERS), [0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_table_whose_schema_gained_a_column_gets_a_new_metadata_with_its_next_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "w").unwrap();
+        store.set_delta_checkpoint_interval(3);
+        commit(&store, 1, "2026-01-01T00:00:00Z");
+        // As an older version would have written it: without the last column.
+        let first = delta_log_dir(dir.path(), DEAD_LETTERS).join(file_name(0));
+        let mut actions: Vec<Value> =
+            fs::read_to_string(&first).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let meta = actions.iter_mut().find_map(|a| a.get_mut("metaData")).unwrap();
+        let mut old: Value = serde_json::from_str(meta["schemaString"].as_str().unwrap()).unwrap();
+        old["fields"].as_array_mut().unwrap().pop();
+        meta["schemaString"] = Value::String(old.to_string());
+        let id = meta["id"].clone();
+        fs::write(&first, actions.iter().map(|a| format!("{a}\n")).collect::<String>()).unwrap();
+
+        let upgraded = Store::open(dir.path(), "w2").unwrap();
+        upgraded.set_delta_checkpoint_interval(3);
+        for _ in 0..3 {
+            commit(&upgraded, 1, "2026-01-01T00:00:00Z");
+        }
+        let commits = delta_commits(dir.path(), DEAD_LETTERS);
+        let metas: Vec<(usize, &Value)> = commits
+            .iter()
+            .enumerate()
+            .flat_map(|(v, c)| c.iter().filter_map(move |a| a.get("metaData").map(|m| (v, m))))
+            .collect();
+        assert_eq!(metas.len(), 2, "version 0's, and the one of the first commit after the upgrade");
+        assert_eq!((metas[1].0, &metas[1].1["id"]), (1, &id), "the same table");
+        let current = delta_schema(&crate::schema::schema_of(DEAD_LETTERS).unwrap()).unwrap().to_string();
+        assert_eq!(metas[1].1["schemaString"], current.as_str());
+        // The checkpoint (at 3) carries the new schema, and a process that starts from it
+        // writes no other metaData.
+        assert!(delta_log_dir(dir.path(), DEAD_LETTERS).join(checkpoint_name(3)).exists());
+        let cp =
+            checkpoint_metadata(&delta_log_dir(dir.path(), DEAD_LETTERS).join(checkpoint_name(3))).unwrap().unwrap();
+        assert_eq!((&cp["schemaString"], &cp["id"]), (&Value::String(current), &id));
+        commit(&Store::open(dir.path(), "w3").unwrap(), 1, "2026-01-01T00:00:00Z");
+        let last = delta_commits(dir.path(), DEAD_LETTERS).pop().unwrap();
+        assert!(last.iter().all(|a| a.get("metaData").is_none()), "{last:?}");
     }
 
     #[test]
