@@ -198,6 +198,14 @@ fn export_locked(
             &read
         }
     };
+    let mine = just_published.is_some_and(|c| commits.len() == 1 && commits[0].version == c.version);
+    if !commits.is_empty() && !mine {
+        // Commits read from the log may be another process's whose `_log/` fsync
+        // failed (it stopped writing): make them durable before the Delta logs name
+        // them, so that a Delta log never leads the global log after a power loss.
+        let log_dir = store.root().join("_log");
+        store.fs().sync_dir(&log_dir).map_err(io_err(&log_dir))?;
+    }
     let mut report = ExportReport::default();
     if commits.is_empty() {
         return Ok(report);
