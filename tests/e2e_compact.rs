@@ -24,12 +24,13 @@ fn live_files(data_dir: &Path) -> usize {
     live_paths(data_dir).len()
 }
 
-/// Parquet files on disk, live or not.
+/// Parquet data files on disk, live or not (not the Delta logs' checkpoints).
 fn files_on_disk(data_dir: &Path) -> usize {
     fn walk(p: &Path) -> usize {
         std::fs::read_dir(p)
             .unwrap()
             .map(|e| e.unwrap().path())
+            .filter(|p| !p.ends_with(ioc_storage::delta::DELTA_LOG_DIR))
             .map(|p| if p.is_dir() { walk(&p) } else { usize::from(p.extension().is_some_and(|x| x == "parquet")) })
             .sum()
     }

@@ -44,6 +44,26 @@ enum Command {
     /// Compact small files, apply retention and delete files removed before the grace
     /// period, now. Safe while a server writes to the same data directory.
     Compact(CompactArgs),
+    /// The Delta Lake tables other engines read (`<data-dir>/store/tables/<table>/`).
+    #[command(subcommand)]
+    Lake(LakeCommand),
+}
+
+#[derive(Subcommand)]
+enum LakeCommand {
+    /// Delete every table's `_delta_log/` and write it again from the commit log (for
+    /// a damaged Delta log). Run it with no server writing to the data directory.
+    Rebuild(LakeArgs),
+}
+
+#[derive(Args)]
+struct LakeArgs {
+    /// TOML config file (for data_dir).
+    #[arg(long, env = "IOC_CONFIG")]
+    config: Option<PathBuf>,
+    /// The data directory [default: ./ioc-data].
+    #[arg(long, env = "IOC_DATA_DIR")]
+    data_dir: Option<PathBuf>,
 }
 
 #[derive(Args, Clone, Default)]
@@ -571,6 +591,36 @@ async fn run_compact(a: CompactArgs) -> Result<()> {
     Ok(())
 }
 
+async fn run_lake(command: LakeCommand) -> Result<()> {
+    let LakeCommand::Rebuild(a) = command;
+    let common = Common { config: a.config.clone(), data_dir: a.data_dir.clone(), ..Common::default() };
+    let s = settings(&common).map_err(|e| UsageError(e.to_string()))?;
+    let root = s.data_dir.join("store");
+    if !root.join("_log").is_dir() {
+        return Err(UsageError(format!("--data-dir: no IOC data in {}", s.data_dir.display())).into());
+    }
+    let writer = format!("lake{}x{}", std::process::id(), Utc::now().timestamp_millis());
+    let started = Instant::now();
+    let r = tokio::task::spawn_blocking(move || -> Result<_> {
+        let store = Store::open(&root, writer)?;
+        let report = ioc_storage::delta::rebuild(&store)?;
+        Ok((report, store.snapshot().version))
+    })
+    .await
+    .context("rebuild thread")??;
+    let (report, version) = r;
+    writeln!(
+        std::io::stdout().lock(),
+        "lake: rebuilt the Delta logs of {} tables up to commit {}: {} Delta commits, {} checkpoints, in {:.2} s",
+        ioc_storage::schema::tables().count(),
+        version.map_or_else(|| "none".to_string(), |v| v.to_string()),
+        report.commits,
+        report.checkpoints,
+        started.elapsed().as_secs_f64()
+    )?;
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -595,6 +645,7 @@ fn main() -> ExitCode {
             Command::Simulate(a) => run_simulate(a).await,
             Command::Sql(a) => run_sql(a).await,
             Command::Compact(a) => run_compact(a).await,
+            Command::Lake(c) => run_lake(c).await,
         }
     });
     match result {

@@ -394,9 +394,15 @@ pub struct VacuumReport {
 /// Deletes the files removed by commits made more than `grace` before `now`. Files
 /// already gone are skipped, so it is idempotent and several processes may run it.
 /// Files that no commit names (orphans) are never deleted: they may be the staged
-/// files of a commit in flight.
+/// files of a commit in flight. Nor is a file whose removal is not yet in its table's
+/// Delta log ([`crate::delta::exported_through`]).
 pub fn vacuum(store: &Store, grace: Duration, now: DateTime<Utc>) -> Result<VacuumReport, StorageError> {
     let snap = store.refresh()?;
+    // A removed file is deleted only once its removal is in its table's Delta log, so
+    // a Delta reader never meets a missing file: catch up first.
+    if let Err(e) = crate::delta::export(store, None) {
+        warn!(error = %e, "the Delta logs could not be brought up to date; files they still name are kept");
+    }
     let grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
     let mut report = VacuumReport::default();
     let mut through = store.vacuumed_through().lock().expect("vacuum lock");
@@ -413,6 +419,12 @@ pub fn vacuum(store: &Store, grace: Duration, now: DateTime<Utc>) -> Result<Vacu
         }
         for rel in paths {
             if snap.is_live(rel) {
+                continue;
+            }
+            let table = rel.strip_prefix("tables/").and_then(|p| p.split('/').next()).unwrap_or_default();
+            if crate::delta::exported_through(store, table) < Some(*version) {
+                report.files_pending += 1;
+                complete = false;
                 continue;
             }
             let path = store.root().join(rel);

@@ -5,9 +5,12 @@
 //!   records source positions (Kafka offsets) in the same commit;
 //! - [`compact`]: compaction of small files, retention of old date partitions, and
 //!   the deferred deletion (vacuum) of removed files;
+//! - [`delta`]: the Delta Lake log of every table, derived from the commit log, so
+//!   that other engines read exactly the committed files;
 //! - [`fs`]: the file-system seam every write of the store goes through.
 
 pub mod compact;
+pub mod delta;
 pub mod fs;
 pub mod schema;
 pub mod store;

@@ -57,6 +57,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tracing::{debug, error, info, warn};
 
+use crate::delta::{self, DEFAULT_CHECKPOINT_INTERVAL, DELTA_LOG_DIR, Exporter};
 use crate::fs::{Fs, StdFs, create_replacing};
 use crate::schema::{adapt_batch, schema_of, time_column_of};
 
@@ -70,6 +71,8 @@ pub enum StorageError {
     Arrow(#[from] arrow::error::ArrowError),
     #[error("commit log entry {path} is corrupt: {message}")]
     CorruptLog { path: PathBuf, message: String },
+    #[error("Delta log {path}: {message}")]
+    DeltaLog { path: PathBuf, message: String },
     #[error("unknown table `{0}`")]
     UnknownTable(String),
     #[error("could not take a commit version after {0} attempts: too much contention")]
@@ -252,6 +255,12 @@ struct Inner {
     /// Set to the version of a commit that could not be confirmed durable: no more
     /// writes from then on.
     halted: OnceLock<u64>,
+    /// The Delta Lake export of every table (see [`crate::delta`]).
+    delta: Mutex<Exporter>,
+    /// A Delta checkpoint every this many versions of a table (0: none).
+    checkpoint_interval: AtomicU64,
+    /// Numbers temporary files, so that concurrent writes never share one.
+    temps: AtomicU64,
 }
 
 /// A handle to the store; cheap to clone.
@@ -304,14 +313,24 @@ impl Store {
                 vacuumed_through: Mutex::new(None),
                 probes: AtomicU64::new(0),
                 halted: OnceLock::new(),
+                delta: Mutex::new(Exporter::default()),
+                checkpoint_interval: AtomicU64::new(DEFAULT_CHECKPOINT_INTERVAL),
+                temps: AtomicU64::new(0),
             }),
         };
         // The first read lists the whole log, so that a missing record is reported.
         let mut snap = Snapshot::default();
-        for c in store.read_log_from(0)? {
-            snap.apply(&c);
+        let log = store.read_log_from(0)?;
+        for c in &log {
+            snap.apply(c);
         }
         *store.inner.snapshot.write().expect("snapshot lock") = Arc::new(snap);
+        // Brings the Delta logs up to date (builds them for a store written before
+        // them); a failure is not the store's: the next commit tries again.
+        if let Err(e) = delta::export_log(&store, &log) {
+            warn!(error = %e, "the Delta logs could not be brought up to date on open");
+        }
+        drop(log);
         let snap = store.snapshot();
         info!(
             version = ?snap.version,
@@ -325,6 +344,26 @@ impl Store {
     /// Removal commits up to this version were fully vacuumed by this process.
     pub(crate) fn vacuumed_through(&self) -> &Mutex<Option<u64>> {
         &self.inner.vacuumed_through
+    }
+
+    pub(crate) fn delta_state(&self) -> &Mutex<Exporter> {
+        &self.inner.delta
+    }
+
+    pub(crate) fn checkpoint_interval(&self) -> u64 {
+        self.inner.checkpoint_interval.load(Ordering::Relaxed)
+    }
+
+    /// Writes a Delta checkpoint of a table every `n` of its versions (0: never);
+    /// [`DEFAULT_CHECKPOINT_INTERVAL`] by default.
+    pub fn set_delta_checkpoint_interval(&self, n: u64) {
+        self.inner.checkpoint_interval.store(n, Ordering::Relaxed);
+    }
+
+    /// A fresh name for a temporary file in `_log/` (never read by anyone).
+    pub(crate) fn temp_path(&self, kind: &str) -> PathBuf {
+        let n = self.inner.temps.fetch_add(1, Ordering::Relaxed);
+        self.inner.root.join(LOG_DIR).join(format!(".tmp-{kind}-{}-{n}", self.inner.writer))
     }
 
     pub fn root(&self) -> &Path {
@@ -587,6 +626,10 @@ impl Store {
                 if let Err(e) = self.refresh() {
                     warn!(version, error = %e, "committed, but the snapshot could not be refreshed; a later refresh applies it");
                 }
+                // The Delta logs follow the global log (which stays authoritative).
+                if let Err(e) = delta::export(self, Some(&commit)) {
+                    delta::warn_failed(version, &e);
+                }
                 debug!(version, files = staged.files.len(), "committed");
                 Ok(Publish::Committed(CommitInfo { version, files: staged.files.clone() }))
             }
@@ -711,7 +754,8 @@ impl Store {
             }
             let table = tables.join(table.name);
             for day in fs.read_dir(&table).map_err(io_err(&table))? {
-                if !day.is_dir {
+                // The Delta log is not data.
+                if !day.is_dir || day.name == DELTA_LOG_DIR {
                     continue;
                 }
                 let day = table.join(day.name);

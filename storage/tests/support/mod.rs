@@ -480,6 +480,7 @@ fn check_state(
             seen.extend(b.column(0).as_string::<i32>().iter().map(|o| o.unwrap_or_default().to_string()));
         }
     }
+    check_delta_log(&store, &snap)?;
     let expected = scenario.expected_rows(visible);
     seen.sort();
     if seen != expected {
@@ -490,6 +491,46 @@ fn check_state(
             seen.len(),
             expected.len(),
         ));
+    }
+    Ok(())
+}
+
+/// The Delta log of every table, as reopening the store leaves it, names exactly the
+/// snapshot's live files: each Delta commit parses whole, the `txn` versions rise and
+/// none is past the global log (the Delta log follows it, never leads it).
+fn check_delta_log(store: &Store, snap: &ioc_storage::Snapshot) -> Result<(), String> {
+    for (table, _) in ioc_storage::schema::tables() {
+        let dir = ioc_storage::delta::delta_log_dir(store.root(), table);
+        let mut live: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+        let mut last_txn = None;
+        for v in 0.. {
+            let path = dir.join(format!("{v:020}.json"));
+            let Ok(text) = std::fs::read_to_string(&path) else { break };
+            for line in text.lines() {
+                let a: serde_json::Value =
+                    serde_json::from_str(line).map_err(|e| format!("Delta commit {v} of {table}: {e}: {line:?}"))?;
+                if let Some(txn) = a["txn"]["version"].as_u64() {
+                    if last_txn >= Some(txn) || snap.version < Some(txn) {
+                        return Err(format!("Delta commit {v} of {table} has txn {txn} after {last_txn:?}"));
+                    }
+                    last_txn = Some(txn);
+                }
+                if let Some(p) = a["add"]["path"].as_str() {
+                    live.insert(p.to_string());
+                }
+                if let Some(p) = a["remove"]["path"].as_str() {
+                    live.remove(p);
+                }
+            }
+        }
+        let want: std::collections::BTreeSet<String> = snap
+            .files(table)
+            .iter()
+            .map(|f| f.path.strip_prefix(&format!("tables/{table}/")).unwrap_or(&f.path).to_string())
+            .collect();
+        if live != want {
+            return Err(format!("the Delta log of {table} names {live:?}, the snapshot {want:?}"));
+        }
     }
     Ok(())
 }
