@@ -63,10 +63,9 @@ fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().unwrap()
 }
 
-/// The test virtualenv's python (`IOC_TEST_PYTHON`, default `.venv/bin/python`).
+/// A program of the tests' virtualenv: its `python`, or `helm` beside it.
 fn venv_bin(name: &str) -> PathBuf {
-    let python =
-        std::env::var_os("IOC_TEST_PYTHON").map(PathBuf::from).unwrap_or_else(|| repo_root().join(".venv/bin/python"));
+    let python = test_python();
     let bin = if name == "python" { python } else { python.with_file_name(name) };
     assert!(
         bin.exists(),

@@ -29,8 +29,7 @@ const TABLES: [&str; 7] = [
 ];
 
 fn python() -> PathBuf {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let python = std::env::var_os("IOC_TEST_PYTHON").map_or_else(|| repo.join(".venv/bin/python"), PathBuf::from);
+    let python = support::test_python();
     let probe = Command::new(&python).args(["-c", "import deltalake, duckdb, pyarrow"]).output();
     match probe {
         Ok(out) if out.status.success() => python,

@@ -38,6 +38,14 @@ pub const SANDBOX_ATTACKS: &[&str] = &[
     "SELEC nonsense",
 ];
 
+/// The tests' Python: `IOC_TEST_PYTHON`, or the repository's `.venv/bin/python`, which
+/// `.ci/run` makes from `tests/requirements.txt` (delta-rs, DuckDB, PyYAML, helm).
+pub fn test_python() -> PathBuf {
+    std::env::var_os("IOC_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"))
+}
+
 pub fn ioc_bin() -> &'static str {
     env!("CARGO_BIN_EXE_ioc")
 }
