@@ -18,15 +18,10 @@ use chrono::{Duration, Utc};
 use serde_json::Value;
 use support::*;
 
-const TABLES: [&str; 7] = [
-    "dossier_events",
-    "document_events",
-    "work_record_events",
-    "other_events",
-    "feedback_events",
-    "dead_letters",
-    "kpi_hourly",
-];
+/// Every stored table, as the storage crate lists them (the read script is given them).
+fn tables() -> Vec<&'static str> {
+    ioc_storage::schema::tables().map(|(t, _)| t).collect()
+}
 
 fn python() -> PathBuf {
     let python = support::test_python();
@@ -47,6 +42,9 @@ fn read_lake(data: &Path, at: &[(String, u64)]) -> Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/lake/read_delta.py");
     let mut cmd = Command::new(python());
     cmd.arg(script).arg(data.join("store"));
+    for t in tables() {
+        cmd.arg("--table").arg(t);
+    }
     for (table, version) in at {
         cmd.arg("--at").arg(format!("{table}={version}"));
     }
@@ -64,7 +62,7 @@ fn ioc(args: &[&str]) -> String {
 /// `SELECT count(*)` of every table, from the product's SQL API.
 async fn sql_counts(server: &Server) -> BTreeMap<&'static str, u64> {
     let mut out = BTreeMap::new();
-    for t in TABLES {
+    for t in tables() {
         out.insert(t, server.sql_count(&format!("SELECT count(*) FROM {t}")).await as u64);
     }
     out
@@ -80,7 +78,7 @@ fn assert_lake_equals_sql(lake: &Value, sql: &BTreeMap<&str, u64>, when: &str) {
 }
 
 fn versions(lake: &Value) -> Vec<(String, u64)> {
-    TABLES.iter().map(|t| (t.to_string(), lake["tables"][t]["version"].as_u64().unwrap())).collect()
+    tables().iter().map(|t| (t.to_string(), lake["tables"][t]["version"].as_u64().unwrap())).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -756,21 +756,8 @@ mod tests {
 
     use super::*;
     use crate::compact::{self, CompactOptions};
-    use crate::schema::{DEAD_LETTERS, DeadLetter, dead_letter_batch};
-
-    fn letters(n: usize, at: &str) -> RecordBatch {
-        let t: DateTime<Utc> = at.parse().unwrap();
-        dead_letter_batch(
-            &(0..n)
-                .map(|i| DeadLetter {
-                    received_at: t,
-                    origin: format!("t#{i}"),
-                    error: "bad".into(),
-                    raw: vec![i as u8],
-                })
-                .collect::<Vec<_>>(),
-        )
-    }
+    use crate::schema::DEAD_LETTERS;
+    use crate::store::tests::letters;
 
     fn commit(store: &Store, n: usize, at: &str) -> u64 {
         store.commit(&[(DEAD_LETTERS, letters(n, at))], BTreeMap::new(), Utc::now()).unwrap().version

@@ -833,13 +833,14 @@ fn split_by_vn_day(batch: &RecordBatch, time_col: &str) -> Result<Vec<(NaiveDate
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::fs;
 
     use super::*;
     use crate::schema::{DEAD_LETTERS, DeadLetter, dead_letter_batch};
 
-    fn letters(n: usize, at: &str) -> RecordBatch {
+    /// `n` dead letters received at `at` (the other modules' tests use them too).
+    pub(crate) fn letters(n: usize, at: &str) -> RecordBatch {
         let t: DateTime<Utc> = at.parse().unwrap();
         dead_letter_batch(
             &(0..n)

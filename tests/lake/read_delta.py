@@ -2,7 +2,7 @@
 
 Run by tests/e2e_lake.rs with the venv's python (see .ci/run):
 
-    python read_delta.py STORE_ROOT [--at TABLE=VERSION ...]
+    python read_delta.py STORE_ROOT --table NAME ... [--at TABLE=VERSION ...]
 
 Prints one JSON object: per table its Delta version, the rows delta-rs reads, the rows
 DuckDB reads over delta-rs's dataset, the rows a plain glob of the table's Parquet
@@ -17,16 +17,6 @@ import os
 
 import duckdb
 from deltalake import DeltaTable
-
-TABLES = [
-    "dossier_events",
-    "document_events",
-    "work_record_events",
-    "other_events",
-    "feedback_events",
-    "dead_letters",
-    "kpi_hourly",
-]
 
 
 def duck(sql: str, **datasets):
@@ -43,10 +33,11 @@ def duck(sql: str, **datasets):
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("root")
+    parser.add_argument("--table", action="append", required=True, help="a table to read (every one, from the test)")
     parser.add_argument("--at", action="append", default=[])
     args = parser.parse_args()
     out = {"tables": {}, "at": {}, "kpis": {}}
-    for table in TABLES:
+    for table in args.table:
         path = os.path.join(args.root, "tables", table)
         dt = DeltaTable(path)
         dataset = dt.to_pyarrow_dataset()
