@@ -29,6 +29,7 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
     pub http: Option<String>,
     pub pg: Option<String>,
     pub kafka_brokers: Option<String>,
@@ -133,6 +134,7 @@ impl FileConfig {
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
     pub data_dir: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
     pub http: Option<String>,
     pub pg: Option<String>,
     pub kafka_brokers: Option<String>,
@@ -221,7 +223,12 @@ pub const DEFAULT_NEAR_TARGET_POINTS: f64 = 2.0;
 /// The resolved settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// A local folder, or a bucket URL `s3://<bucket>/<prefix>` (CONTRACT.md §7.9).
     pub data_dir: PathBuf,
+    /// Where the files that are appended to or rewritten in place live (the SQL audit
+    /// log, the alert state and history): `--state-dir`, else the data dir when it is
+    /// local, else [`DEFAULT_STATE_DIR`].
+    pub state_dir: PathBuf,
     pub http: SocketAddr,
     pub pg: SocketAddr,
     pub kafka_brokers: Option<String>,
@@ -244,6 +251,8 @@ pub struct Settings {
 }
 
 pub const DEFAULT_HTTP: &str = "127.0.0.1:8080";
+/// The state dir of a server whose data dir is a bucket (CONTRACT.md §7.9).
+pub const DEFAULT_STATE_DIR: &str = "./ioc-state";
 pub const DEFAULT_PG: &str = "127.0.0.1:5433";
 pub const DEFAULT_BODY_LIMIT: usize = 16 << 20;
 pub const DEFAULT_RATE: u32 = 200;
@@ -375,8 +384,17 @@ impl Settings {
             external_url: f.alerts.external_url,
         };
         let dashboard = dashboard_settings(&f.dashboard, alerts.stale_after)?;
+        let data_dir = o.data_dir.or(f.data_dir).unwrap_or_else(|| PathBuf::from(default_data_dir));
+        let state_dir = o.state_dir.or(f.state_dir).unwrap_or_else(|| {
+            if ioc_storage::object::is_bucket_url(&data_dir) {
+                PathBuf::from(DEFAULT_STATE_DIR)
+            } else {
+                data_dir.clone()
+            }
+        });
         Ok(Self {
-            data_dir: o.data_dir.or(f.data_dir).unwrap_or_else(|| PathBuf::from(default_data_dir)),
+            data_dir,
+            state_dir,
             http,
             pg,
             kafka_brokers: o.kafka_brokers.or(f.kafka_brokers).filter(|s| !s.trim().is_empty()),

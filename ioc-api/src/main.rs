@@ -61,7 +61,7 @@ struct LakeArgs {
     /// TOML config file (for data_dir).
     #[arg(long, env = "IOC_CONFIG")]
     config: Option<PathBuf>,
-    /// The data directory [default: ./ioc-data].
+    /// The data directory (or s3:// bucket) [default: ./ioc-data].
     #[arg(long, env = "IOC_DATA_DIR")]
     data_dir: Option<PathBuf>,
 }
@@ -71,10 +71,15 @@ struct Common {
     /// TOML config file; its keys mirror these flags.
     #[arg(long, env = "IOC_CONFIG")]
     config: Option<PathBuf>,
-    /// Where data, the commit log and the audit log live [default: ./ioc-data; the demo
-    /// uses a fresh temporary folder].
+    /// Where data, the commit log and the audit log live: a folder, or a bucket
+    /// `s3://BUCKET/PREFIX` (connection from the AWS_* variables) [default: ./ioc-data;
+    /// the demo uses a fresh temporary folder].
     #[arg(long, env = "IOC_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Where the SQL audit log and the alert state and history live [default: the data
+    /// dir; ./ioc-state when the data dir is a bucket].
+    #[arg(long, env = "IOC_STATE_DIR")]
+    state_dir: Option<PathBuf>,
     /// HTTP listen address [default: 127.0.0.1:8080].
     #[arg(long, env = "IOC_HTTP")]
     http: Option<String>,
@@ -202,9 +207,12 @@ struct SqlArgs {
     /// TOML config file (for data_dir and SQL limits).
     #[arg(long, env = "IOC_CONFIG")]
     config: Option<PathBuf>,
-    /// The data directory to query [default: ./ioc-data].
+    /// The data directory (or s3:// bucket) to query [default: ./ioc-data].
     #[arg(long, env = "IOC_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Where the SQL audit log lives [default: the data dir; ./ioc-state for a bucket].
+    #[arg(long, env = "IOC_STATE_DIR")]
+    state_dir: Option<PathBuf>,
     /// Output format: table, csv or json.
     #[arg(long, env = "IOC_SQL_FORMAT", default_value = "table")]
     format: String,
@@ -217,7 +225,7 @@ struct CompactArgs {
     /// TOML config file (for data_dir and the [compaction] and [retention] keys).
     #[arg(long, env = "IOC_CONFIG")]
     config: Option<PathBuf>,
-    /// The data directory to compact [default: ./ioc-data].
+    /// The data directory (or s3:// bucket) to compact [default: ./ioc-data].
     #[arg(long, env = "IOC_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// Merge small files into files of up to this size, in MiB [default: 128].
@@ -243,6 +251,16 @@ struct UsageError(String);
 
 const DEFAULT_DATA_DIR: &str = "ioc-data";
 
+/// The store of the data dir, for the commands that work on existing data (`sql`,
+/// `compact`, `lake rebuild`); a usage error if there is none.
+fn existing_store(s: &Settings) -> Result<PathBuf> {
+    let root = s.data_dir.join("store");
+    if !Store::exists_at(&root)? {
+        return Err(UsageError(format!("--data-dir: no IOC data in {}", s.data_dir.display())).into());
+    }
+    Ok(root)
+}
+
 fn settings(c: &Common) -> Result<Settings, ConfigError> {
     let file = match &c.config {
         Some(p) => FileConfig::load(p)?,
@@ -250,6 +268,7 @@ fn settings(c: &Common) -> Result<Settings, ConfigError> {
     };
     let overrides = Overrides {
         data_dir: c.data_dir.clone(),
+        state_dir: c.state_dir.clone(),
         http: c.http.clone(),
         pg: c.pg.clone(),
         kafka_brokers: c.kafka_brokers.clone(),
@@ -468,16 +487,17 @@ async fn produce_to_kafka(
 }
 
 async fn run_sql(a: SqlArgs) -> Result<()> {
-    let common = Common { config: a.config.clone(), data_dir: a.data_dir.clone(), ..Common::default() };
+    let common = Common {
+        config: a.config.clone(),
+        data_dir: a.data_dir.clone(),
+        state_dir: a.state_dir.clone(),
+        ..Common::default()
+    };
     let s = settings(&common).map_err(|e| UsageError(e.to_string()))?;
-    let root = s.data_dir.join("store");
-    if !root.join("_log").is_dir() {
-        return Err(UsageError(format!("--data-dir: no IOC data in {}", s.data_dir.display())).into());
-    }
-    let store = Store::open(root, "sql-cli")?;
+    let store = Store::open(existing_store(&s)?, "sql-cli")?;
     let catalog = Arc::new(ioc_api::server::load_catalog(s.catalog.as_ref()).map_err(|e| UsageError(e.to_string()))?);
     let mut engine = SqlEngine::new(store, admin_units_table(&AdminUnits::builtin()), s.sql).with_catalog(catalog);
-    match ioc_query::AuditLog::open(&s.data_dir) {
+    match ioc_query::AuditLog::open(&s.state_dir) {
         Ok(audit) => engine = engine.with_audit(audit),
         Err(e) => tracing::warn!(error = %e, "the SQL audit log is not writable; this query is not audited"),
     }
@@ -517,10 +537,7 @@ async fn run_compact(a: CompactArgs) -> Result<()> {
         ..Common::default()
     };
     let s = settings(&common).map_err(|e| UsageError(e.to_string()))?;
-    let root = s.data_dir.join("store");
-    if !root.join("_log").is_dir() {
-        return Err(UsageError(format!("--data-dir: no IOC data in {}", s.data_dir.display())).into());
-    }
+    let root = existing_store(&s)?;
     let writer = format!("compact{}x{}", std::process::id(), Utc::now().timestamp_millis());
     let store = Store::open(root, writer)?;
     let bar = if std::io::stderr().is_terminal() {
@@ -595,10 +612,7 @@ async fn run_lake(command: LakeCommand) -> Result<()> {
     let LakeCommand::Rebuild(a) = command;
     let common = Common { config: a.config.clone(), data_dir: a.data_dir.clone(), ..Common::default() };
     let s = settings(&common).map_err(|e| UsageError(e.to_string()))?;
-    let root = s.data_dir.join("store");
-    if !root.join("_log").is_dir() {
-        return Err(UsageError(format!("--data-dir: no IOC data in {}", s.data_dir.display())).into());
-    }
+    let root = existing_store(&s)?;
     let writer = format!("lake{}x{}", std::process::id(), Utc::now().timestamp_millis());
     let started = Instant::now();
     let r = tokio::task::spawn_blocking(move || -> Result<_> {

@@ -121,11 +121,11 @@ pub fn build(settings: &Settings, stop: watch::Receiver<bool>) -> Result<(AppSta
             ..Default::default()
         },
     )?;
-    let audit = ioc_query::AuditLog::open(&settings.data_dir)
+    let audit = ioc_query::AuditLog::open(&settings.state_dir)
         .map_err(|source| ServerError::Io { what: "audit log".into(), source })?;
     let hub = Arc::new(Hub::new(4096));
     let alerts = Arc::new(
-        AlertEngine::open(&settings.alerts, kpis.catalog(), &units, &settings.data_dir, &registry)?
+        AlertEngine::open(&settings.alerts, kpis.catalog(), &units, &settings.state_dir, &registry)?
             .with_webhook(stop.clone()),
     );
     let ws_metrics = WsMetrics::register(&registry)?;

@@ -109,6 +109,11 @@ fn files_table(
     if files.is_empty() {
         return Ok(Arc::new(MemTable::try_new(schema, vec![vec![]])?));
     }
+    // A store in a bucket: the runtime reads the files' s3:// URLs with its client.
+    if let Some(bucket) = store.bucket() {
+        let url = datafusion::execution::object_store::ObjectStoreUrl::parse(&bucket.url)?;
+        runtime.register_object_store(url.as_ref(), bucket.store.clone());
+    }
     let urls = files
         .iter()
         .map(|f| ListingTableUrl::parse(store.path_of(f).to_string_lossy()))

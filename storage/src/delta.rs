@@ -44,7 +44,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -54,7 +54,7 @@ use parquet::arrow::ArrowWriter;
 use serde_json::{Value, json};
 use tracing::{debug, info, warn};
 
-use crate::fs::{Fs, create_replacing};
+use crate::fs::Fs;
 use crate::schema::{tables, time_column_of};
 use crate::store::{Commit, DataFile, Snapshot, StorageError, Store};
 
@@ -262,7 +262,7 @@ fn load(fs: &dyn Fs, dir: &Path) -> Result<TableLog, StorageError> {
     if t.meta.is_none()
         && let Some(cp) = t.checkpoint
     {
-        t.meta = checkpoint_metadata(&dir.join(checkpoint_name(cp)))?;
+        t.meta = checkpoint_metadata(fs, &dir.join(checkpoint_name(cp)))?;
     }
     t.through = t.txn;
     if t.version.is_some() && t.txn.is_none() {
@@ -285,10 +285,10 @@ fn read_actions(fs: &dyn Fs, path: &Path) -> Result<Vec<Value>, StorageError> {
         .collect()
 }
 
-/// The `metaData` in a checkpoint (read from the real file, as Parquet data is).
-fn checkpoint_metadata(path: &Path) -> Result<Option<Value>, StorageError> {
+/// The `metaData` in a checkpoint.
+fn checkpoint_metadata(fs: &dyn Fs, path: &Path) -> Result<Option<Value>, StorageError> {
     let pq = |source| StorageError::Parquet { path: path.to_path_buf(), source };
-    let file = std::fs::File::open(path).map_err(io_err(path))?;
+    let file = bytes::Bytes::from(fs.read(path).map_err(io_err(path))?);
     let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).map_err(pq)?;
     let Some(column) = builder.schema().fields().iter().position(|f| f.name() == "metaData") else {
         return Ok(None);
@@ -538,21 +538,15 @@ fn delta_type(f: &Field) -> Result<&'static str, StorageError> {
     })
 }
 
-/// Publishes `body` as `dir/name` if the name is free: written in full to a temporary
-/// file, fsynced, hard-linked, then `dir` fsynced. `false` if the name was taken.
+/// Publishes `body` as `dir/name` if the name is free ([`Fs::put_if_absent`]), then
+/// fsyncs `dir`. `false` if the name was taken.
 fn publish(store: &Store, dir: &Path, name: &str, body: &[u8]) -> Result<bool, StorageError> {
     let fs = store.fs();
     if !fs.exists(dir) {
         create_log_dir(store, dir)?;
     }
-    let tmp = store.temp_path("delta");
-    write_synced(fs, &tmp, body)?;
     let target = dir.join(name);
-    let linked = fs.hard_link(&tmp, &target);
-    if let Err(e) = fs.remove_file(&tmp) {
-        debug!(path = %tmp.display(), error = %e, "could not remove a temporary Delta file");
-    }
-    match linked {
+    match fs.put_if_absent(&store.temp_path("delta"), &target, body) {
         Ok(()) => {
             fs.sync_dir(dir).map_err(io_err(dir))?;
             Ok(true)
@@ -573,17 +567,6 @@ fn create_log_dir(store: &Store, dir: &Path) -> Result<(), StorageError> {
     if new_table {
         let tables_dir = table_dir.parent().expect("tables/");
         fs.sync_dir(tables_dir).map_err(io_err(tables_dir))?;
-    }
-    Ok(())
-}
-
-fn write_synced(fs: &dyn Fs, path: &Path, body: &[u8]) -> Result<(), StorageError> {
-    let mut f = create_replacing(fs, path).map_err(io_err(path))?;
-    let written = f.write_all(body).and_then(|()| f.sync_all());
-    drop(f);
-    if let Err(e) = written {
-        let _ = fs.remove_file(path);
-        return Err(StorageError::Io { path: path.to_path_buf(), source: e });
     }
     Ok(())
 }
@@ -1015,7 +998,9 @@ mod tests {
         // writes no other metaData.
         assert!(delta_log_dir(dir.path(), DEAD_LETTERS).join(checkpoint_name(3)).exists());
         let cp =
-            checkpoint_metadata(&delta_log_dir(dir.path(), DEAD_LETTERS).join(checkpoint_name(3))).unwrap().unwrap();
+            checkpoint_metadata(&crate::fs::StdFs, &delta_log_dir(dir.path(), DEAD_LETTERS).join(checkpoint_name(3)))
+                .unwrap()
+                .unwrap();
         assert_eq!((&cp["schemaString"], &cp["id"]), (&Value::String(current), &id));
         commit(&Store::open(dir.path(), "w3").unwrap(), 1, "2026-01-01T00:00:00Z");
         let last = delta_commits(dir.path(), DEAD_LETTERS).pop().unwrap();

@@ -6,14 +6,20 @@
 //! the operations of real commits and replay power losses
 //! (`storage/tests/crash_consistency.rs`) or to inject faults.
 //!
-//! Parquet data is read straight from the real files, by [`crate::Store::read_file`]
-//! and by DataFusion, so an implementation must leave the files it is given on the
-//! real disk, at the paths it is given: wrap [`StdFs`], do not replace it.
+//! On a local disk, Parquet data is read straight from the real files by DataFusion,
+//! so an implementation for tests must leave the files it is given on the real disk, at
+//! the paths it is given: wrap [`StdFs`], do not replace it. The other implementation is
+//! [`crate::object::ObjectFs`], a store in an S3-compatible bucket, which DataFusion
+//! reads through [`Fs::bucket`].
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::Path;
+
+use bytes::Bytes;
+
+use crate::object::Bucket;
 
 /// The file operations of the store. Paths are absolute or relative to the current
 /// directory, as the store's root is.
@@ -27,15 +33,45 @@ pub trait Fs: Send + Sync {
     /// Gives the file `original` a second name, `link`; fails with `AlreadyExists` if
     /// that name is taken (put-if-absent).
     fn hard_link(&self, original: &Path, link: &Path) -> io::Result<()>;
+    /// Publishes `body` as the new file `path`, whole and durable, or fails with
+    /// `AlreadyExists` if the name is taken: how commit records and Delta commits are
+    /// published. The default writes `tmp` in full, fsyncs it, hard-links it to `path`
+    /// and removes it; fsyncing `path`'s directory is the caller's.
+    fn put_if_absent(&self, tmp: &Path, path: &Path, body: &[u8]) -> io::Result<()> {
+        write_synced(self, tmp, body)?;
+        let linked = self.hard_link(tmp, path);
+        // Best effort: a leftover temporary file is never read, and is replaced by the
+        // next attempt with the same name.
+        if let Err(e) = self.remove_file(tmp) {
+            tracing::debug!(path = %tmp.display(), error = %e, "could not remove a temporary file");
+        }
+        linked
+    }
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     /// A whole file's contents.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// A data file to read Parquet from: the open file on a disk, the object's bytes
+    /// from a bucket.
+    fn open_data(&self, path: &Path) -> io::Result<DataReader> {
+        File::open(path).map(DataReader::File)
+    }
     /// A directory's entries, in no particular order.
     fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntry>>;
     /// A file's size in bytes.
     fn file_len(&self, path: &Path) -> io::Result<u64>;
     /// Whether a file or directory exists at `path`.
     fn exists(&self, path: &Path) -> bool;
+    /// The bucket the files are in, for a store in object storage; `None` on a disk.
+    fn bucket(&self) -> Option<&Bucket> {
+        None
+    }
+}
+
+/// What [`Fs::open_data`] gives to read a Parquet file from.
+#[derive(Debug)]
+pub enum DataReader {
+    File(File),
+    Bytes(Bytes),
 }
 
 /// A file being written, from [`Fs::create_new`].
@@ -111,9 +147,21 @@ impl Fs for StdFs {
     }
 }
 
+/// Writes a small file in full and fsyncs it, replacing one left by an earlier attempt
+/// (see [`create_replacing`]); on failure, removes it (best effort).
+pub(crate) fn write_synced<F: Fs + ?Sized>(fs: &F, path: &Path, body: &[u8]) -> io::Result<()> {
+    let mut f = create_replacing(fs, path)?;
+    let written = f.write_all(body).and_then(|()| f.sync_all());
+    drop(f);
+    if written.is_err() {
+        let _ = fs.remove_file(path);
+    }
+    written
+}
+
 /// Creates `path` with [`Fs::create_new`], first removing a file of that name left by
 /// an earlier attempt or process (temporary and probe files only: never data).
-pub(crate) fn create_replacing(fs: &dyn Fs, path: &Path) -> io::Result<Box<dyn FsFile>> {
+pub(crate) fn create_replacing<F: Fs + ?Sized>(fs: &F, path: &Path) -> io::Result<Box<dyn FsFile>> {
     match fs.create_new(path) {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
             fs.remove_file(path)?;

@@ -7,11 +7,13 @@
 //!   the deferred deletion (vacuum) of removed files;
 //! - [`delta`]: the Delta Lake log of every table, derived from the commit log, so
 //!   that other engines read exactly the committed files;
-//! - [`fs`]: the file-system seam every write of the store goes through.
+//! - [`fs`]: the file-system seam every write of the store goes through;
+//! - [`object`]: the store in an S3-compatible bucket, an [`fs::Fs`] over `object_store`.
 
 pub mod compact;
 pub mod delta;
 pub mod fs;
+pub mod object;
 pub mod schema;
 pub mod store;
 

@@ -38,8 +38,7 @@
 //! Every file operation goes through an [`Fs`] (see [`crate::fs`]).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -58,7 +57,8 @@ use thiserror::Error;
 use tracing::{debug, error, info, warn};
 
 use crate::delta::{self, DEFAULT_CHECKPOINT_INTERVAL, DELTA_LOG_DIR, Exporter};
-use crate::fs::{Fs, StdFs, create_replacing};
+use crate::fs::{DataReader, Fs, StdFs, write_synced};
+use crate::object::{Bucket, ObjectFs, is_bucket_url};
 use crate::schema::{adapt_batch, schema_of, time_column_of};
 
 #[derive(Debug, Error)]
@@ -133,8 +133,9 @@ pub struct Commit {
     pub sources: BTreeMap<String, i64>,
 }
 
-/// What a reader sees: every live file and the latest source positions.
-#[derive(Debug, Clone, Default)]
+/// What a reader sees: every live file and the latest source positions. It is also
+/// what a checkpoint of the log holds (`_log/<version>.checkpoint.json`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     /// The last applied version, or `None` for an empty store.
     pub version: Option<u64>,
@@ -244,6 +245,8 @@ struct Inner {
     root: PathBuf,
     writer: String,
     fs: Arc<dyn Fs>,
+    /// For a store in a bucket: the readers' client of it (see [`Store::bucket`]).
+    readers: Option<Bucket>,
     snapshot: RwLock<Arc<Snapshot>>,
     /// Numbers this process's staged file sets; versions are kept apart by the log.
     commit_lock: Mutex<u64>,
@@ -261,6 +264,10 @@ struct Inner {
     checkpoint_interval: AtomicU64,
     /// Numbers temporary files, so that concurrent writes never share one.
     temps: AtomicU64,
+    /// A checkpoint of the log every this many versions (0: none).
+    log_checkpoint_interval: AtomicU64,
+    /// The newest checkpoint of the log known to this process.
+    log_checkpoint: Mutex<Option<u64>>,
 }
 
 /// A handle to the store; cheap to clone.
@@ -270,13 +277,38 @@ pub struct Store {
 }
 
 const LOG_DIR: &str = "_log";
+/// `_log/<version:020>.checkpoint.json`: the [`Snapshot`] at that version.
+const CHECKPOINT_SUFFIX: &str = ".checkpoint.json";
+/// A checkpoint of the commit log every this many versions, by default.
+pub const DEFAULT_LOG_CHECKPOINT_INTERVAL: u64 = 500;
 const TABLES_DIR: &str = "tables";
 
 impl Store {
     /// Opens (creating if needed) the store at `root`. `writer` names this process in
     /// file names and commit records; use a distinct one per concurrent writer.
+    ///
+    /// A root that is a bucket URL, `s3://<bucket>/<prefix>`, opens the store in that
+    /// bucket (CONTRACT.md §7.9), connecting as the standard `AWS_*` variables say
+    /// (see [`crate::object`]).
     pub fn open(root: impl Into<PathBuf>, writer: impl Into<String>) -> Result<Self, StorageError> {
-        Self::open_with_fs(root, writer, Arc::new(StdFs))
+        let root = root.into();
+        if !is_bucket_url(&root) {
+            return Self::open_with_fs(root, writer, Arc::new(StdFs));
+        }
+        let url = root.to_string_lossy().into_owned();
+        let fs = ObjectFs::from_env(&url).map_err(io_err(&root))?;
+        Self::open_with_fs(root, writer, Arc::new(fs))
+    }
+
+    /// Whether a store was ever opened at `root` (a folder or a bucket URL, as for
+    /// [`Store::open`]): its `_log/` exists.
+    pub fn exists_at(root: &Path) -> Result<bool, StorageError> {
+        let log = root.join(LOG_DIR);
+        if !is_bucket_url(root) {
+            return Ok(log.is_dir());
+        }
+        let fs = ObjectFs::from_env(&root.to_string_lossy()).map_err(io_err(root))?;
+        Ok(fs.exists(&log))
     }
 
     /// Like [`Store::open`], doing every file operation through `fs` (see
@@ -302,8 +334,14 @@ impl Store {
         for d in &missing {
             sync_dir(&*fs, &parent_of(d))?;
         }
+        // Readers get a client of their own, on their own runtime, not the writer's.
+        let readers = match fs.bucket() {
+            Some(b) => Some(b.reconnect().map_err(io_err(&root))?),
+            None => None,
+        };
         let store = Store {
             inner: Arc::new(Inner {
+                readers,
                 root,
                 writer: writer.into(),
                 fs,
@@ -316,18 +354,23 @@ impl Store {
                 delta: Mutex::new(Exporter::default()),
                 checkpoint_interval: AtomicU64::new(DEFAULT_CHECKPOINT_INTERVAL),
                 temps: AtomicU64::new(0),
+                log_checkpoint_interval: AtomicU64::new(DEFAULT_LOG_CHECKPOINT_INTERVAL),
+                log_checkpoint: Mutex::new(None),
             }),
         };
-        // The first read lists the whole log, so that a missing record is reported.
-        let mut snap = Snapshot::default();
-        let log = store.read_log_from(0)?;
-        for c in &log {
-            snap.apply(c);
-        }
+        // The log from its newest checkpoint on (the whole log without one), so that a
+        // missing record after it is reported.
+        let (snap, log, checkpoint) = store.open_log()?;
         *store.inner.snapshot.write().expect("snapshot lock") = Arc::new(snap);
+        *store.inner.log_checkpoint.lock().expect("checkpoint lock") = checkpoint;
         // Brings the Delta logs up to date (builds them for a store written before
-        // them); a failure is not the store's: the next commit tries again.
-        if let Err(e) = delta::export_log(&store, &log) {
+        // them); a failure is not the store's: the next commit tries again. After a
+        // checkpoint, the exporter reads the commits its logs still lack itself.
+        let exported = match checkpoint {
+            None => delta::export_log(&store, &log),
+            Some(_) => delta::export(&store, None),
+        };
+        if let Err(e) = exported {
             warn!(error = %e, "the Delta logs could not be brought up to date on open");
         }
         drop(log);
@@ -373,6 +416,12 @@ impl Store {
     /// The file operations of this store.
     pub(crate) fn fs(&self) -> &dyn Fs {
         &*self.inner.fs
+    }
+
+    /// The bucket of a store in object storage (`None` on a disk), whose client
+    /// readers such as DataFusion use to read the files at [`Store::path_of`]'s URLs.
+    pub fn bucket(&self) -> Option<&Bucket> {
+        self.inner.readers.as_ref()
     }
 
     /// Refuses writes once a commit could not be confirmed durable.
@@ -432,18 +481,107 @@ impl Store {
         Ok(out)
     }
 
-    fn read_log_from(&self, from: u64) -> Result<Vec<Commit>, StorageError> {
+    /// The state at opening: the newest readable checkpoint of the log (or nothing)
+    /// with the commit records after it applied; those records; and the checkpoint's
+    /// version. One listing of `_log/`.
+    fn open_log(&self) -> Result<(Snapshot, Vec<Commit>, Option<u64>), StorageError> {
         let dir = self.inner.root.join(LOG_DIR);
-        let mut versions: Vec<u64> = Vec::new();
+        let (mut versions, mut checkpoints) = (Vec::new(), Vec::new());
         for entry in self.inner.fs.read_dir(&dir).map_err(io_err(&dir))? {
-            let Some(v) = entry.name.to_str().and_then(|n| n.strip_suffix(".json")).and_then(|n| n.parse().ok()) else {
-                continue;
-            };
-            if v >= from {
+            let Some(name) = entry.name.to_str() else { continue };
+            if let Some(v) = name.strip_suffix(CHECKPOINT_SUFFIX).and_then(|n| n.parse::<u64>().ok()) {
+                checkpoints.push(v);
+            } else if let Some(v) = name.strip_suffix(".json").and_then(|n| n.parse::<u64>().ok()) {
                 versions.push(v);
             }
         }
         versions.sort_unstable();
+        checkpoints.sort_unstable();
+        // The newest checkpoint that reads back whole; an unreadable one is skipped
+        // (the records it sums up are all still there).
+        let mut snap = Snapshot::default();
+        let mut checkpoint = None;
+        for &cp in checkpoints.iter().rev() {
+            match self.read_checkpoint(cp) {
+                Ok(s) => {
+                    snap = s;
+                    checkpoint = Some(cp);
+                    break;
+                }
+                Err(e) => warn!(version = cp, error = %e, "skipping an unreadable checkpoint of the commit log"),
+            }
+        }
+        let from = checkpoint.map_or(0, |v| v + 1);
+        versions.retain(|&v| v >= from);
+        let log = self.read_versions(from, versions)?;
+        for c in &log {
+            snap.apply(c);
+        }
+        if let Some(cp) = checkpoint {
+            debug!(checkpoint = cp, after = log.len(), "opened the commit log from a checkpoint");
+        }
+        Ok((snap, log, checkpoint))
+    }
+
+    fn read_checkpoint(&self, version: u64) -> Result<Snapshot, StorageError> {
+        let path = self.inner.root.join(LOG_DIR).join(checkpoint_name(version));
+        let text = self.inner.fs.read(&path).map_err(io_err(&path))?;
+        let snap: Snapshot = serde_json::from_slice(&text)
+            .map_err(|e| StorageError::CorruptLog { path: path.clone(), message: e.to_string() })?;
+        if snap.version != Some(version) {
+            let message = format!("holds version {:?}", snap.version);
+            return Err(StorageError::CorruptLog { path, message });
+        }
+        Ok(snap)
+    }
+
+    /// Writes a checkpoint of the log at the current snapshot if one is due: opening
+    /// then reads it and the records after it, not every record since the first.
+    /// Keeps the newest two. A failure is logged: a checkpoint only saves reading.
+    fn maybe_checkpoint_log(&self) {
+        let interval = self.inner.log_checkpoint_interval.load(Ordering::Relaxed);
+        let snap = self.snapshot();
+        let Some(version) = snap.version else { return };
+        let mut last = self.inner.log_checkpoint.lock().expect("checkpoint lock");
+        if interval == 0 || version + 1 < last.map_or(0, |v| v + 1) + interval {
+            return;
+        }
+        let dir = self.inner.root.join(LOG_DIR);
+        let path = dir.join(checkpoint_name(version));
+        let body = serde_json::to_vec(&*snap).expect("a snapshot serialises");
+        let tmp = dir.join(format!(".tmp-checkpoint-{}", self.inner.writer));
+        // The records it sums up are made durable first (another writer's fsync may have
+        // failed), so that a checkpoint never leads the log after a power loss.
+        let written = self.inner.fs.sync_dir(&dir).and_then(|()| self.inner.fs.put_if_absent(&tmp, &path, &body));
+        match written.and_then(|()| self.inner.fs.sync_dir(&dir)) {
+            Ok(()) => debug!(version, bytes = body.len(), "wrote a checkpoint of the commit log"),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                warn!(version, error = %e, "could not write a checkpoint of the commit log");
+                return;
+            }
+        }
+        let previous = last.replace(version);
+        // Older checkpoints than the one before are never read again.
+        if let Ok(entries) = self.inner.fs.read_dir(&dir) {
+            for e in entries {
+                let old = e.name.to_str().and_then(|n| n.strip_suffix(CHECKPOINT_SUFFIX)?.parse::<u64>().ok());
+                if old.is_some_and(|v| v < previous.unwrap_or(0).min(version)) {
+                    let _ = self.inner.fs.remove_file(&dir.join(&e.name));
+                }
+            }
+        }
+    }
+
+    /// Writes a checkpoint of the log every `n` versions (0: never);
+    /// [`DEFAULT_LOG_CHECKPOINT_INTERVAL`] by default.
+    pub fn set_log_checkpoint_interval(&self, n: u64) {
+        self.inner.log_checkpoint_interval.store(n, Ordering::Relaxed);
+    }
+
+    /// The commit records `versions` (sorted), which must be `from, from + 1, ...`.
+    fn read_versions(&self, from: u64, versions: Vec<u64>) -> Result<Vec<Commit>, StorageError> {
+        let dir = self.inner.root.join(LOG_DIR);
         let mut out = Vec::with_capacity(versions.len());
         for (expected, v) in (from..).zip(versions) {
             if v != expected {
@@ -603,15 +741,9 @@ impl Store {
         let log_dir = self.inner.root.join(LOG_DIR);
         let tmp = log_dir.join(format!(".tmp-{}", staged.tag));
         let body = serde_json::to_vec(&commit).expect("commit serialises");
-        self.write_synced(&tmp, &body)?;
         let target = log_dir.join(log_name(version));
         let fs = &*self.inner.fs;
-        let linked = fs.hard_link(&tmp, &target);
-        // Best effort: a leftover temporary file is never read, and is replaced by
-        // the next attempt with the same name.
-        if let Err(e) = fs.remove_file(&tmp) {
-            debug!(path = %tmp.display(), error = %e, "could not remove a temporary commit record");
-        }
+        let linked = fs.put_if_absent(&tmp, &target, &body);
         match linked {
             Ok(()) => {
                 // The record has its name: the commit happened, whatever fails now.
@@ -630,6 +762,7 @@ impl Store {
                 if let Err(e) = delta::export(self, Some(&commit)) {
                     delta::warn_failed(version, &e);
                 }
+                self.maybe_checkpoint_log();
                 debug!(version, files = staged.files.len(), "committed");
                 Ok(Publish::Committed(CommitInfo { version, files: staged.files.clone() }))
             }
@@ -674,21 +807,8 @@ impl Store {
         Ok((bytes, lo, hi))
     }
 
-    /// Writes a small file in full and fsyncs it, replacing one left by an earlier
-    /// attempt; on failure, removes it (best effort).
-    fn write_synced(&self, path: &Path, body: &[u8]) -> Result<(), StorageError> {
-        let fs = &*self.inner.fs;
-        let mut f = create_replacing(fs, path).map_err(io_err(path))?;
-        let written = f.write_all(body).and_then(|()| f.sync_all());
-        drop(f);
-        if let Err(e) = written {
-            let _ = fs.remove_file(path);
-            return Err(StorageError::Io { path: path.to_path_buf(), source: e });
-        }
-        Ok(())
-    }
-
     /// Absolute path of a data file.
+    /// (For a store in a bucket, the text of its URL: `s3://<bucket>/<prefix>/...`.)
     pub fn path_of(&self, file: &DataFile) -> PathBuf {
         self.inner.root.join(&file.path)
     }
@@ -700,24 +820,23 @@ impl Store {
     /// writers' commits, compaction merging old and new files) gets one schema.
     pub fn read_file(&self, file: &DataFile, columns: Option<&[&str]>) -> Result<Vec<RecordBatch>, StorageError> {
         let path = self.path_of(file);
-        let pq = |source| StorageError::Parquet { path: path.clone(), source };
-        let f = File::open(&path).map_err(io_err(&path))?;
-        let mut builder = ParquetRecordBatchReaderBuilder::try_new(f).map_err(pq)?.with_batch_size(8192);
-        if let Some(cols) = columns {
-            let mask = ProjectionMask::columns(builder.parquet_schema(), cols.iter().copied());
-            builder = builder.with_projection(mask);
-        }
         let target = schema_of(&file.table).map(|s| match columns {
             None => s,
             Some(cols) => Arc::new(Schema::new(
                 s.fields().iter().filter(|f| cols.contains(&f.name().as_str())).cloned().collect::<Vec<_>>(),
             )),
         });
-        let reader = builder.build().map_err(pq)?;
-        reader
+        let batches = match self.inner.fs.open_data(&path).map_err(io_err(&path))? {
+            DataReader::File(f) => read_parquet(f, columns),
+            DataReader::Bytes(b) => read_parquet(b, columns),
+        };
+        let pq = |source| StorageError::Parquet { path: path.clone(), source };
+        batches
+            .map_err(pq)?
+            .into_iter()
             .map(|batch| match &target {
-                Some(schema) => adapt_batch(&batch?, schema),
-                None => batch,
+                Some(schema) => adapt_batch(&batch, schema),
+                None => Ok(batch),
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(StorageError::Arrow)
@@ -729,7 +848,7 @@ impl Store {
         self.check_not_halted()?;
         let n = self.inner.probes.fetch_add(1, Ordering::Relaxed);
         let probe = self.inner.root.join(LOG_DIR).join(format!(".probe-{}-{n}", self.inner.writer));
-        self.write_synced(&probe, b"")?;
+        write_synced(&*self.inner.fs, &probe, b"").map_err(io_err(&probe))?;
         self.inner.fs.remove_file(&probe).map_err(io_err(&probe))
     }
 
@@ -797,6 +916,23 @@ fn log_name(version: u64) -> String {
     format!("{version:020}.json")
 }
 
+fn checkpoint_name(version: u64) -> String {
+    format!("{version:020}{CHECKPOINT_SUFFIX}")
+}
+
+/// The batches of a Parquet file, optionally only some columns.
+fn read_parquet<T: parquet::file::reader::ChunkReader + 'static>(
+    source: T,
+    columns: Option<&[&str]>,
+) -> Result<Vec<RecordBatch>, parquet::errors::ParquetError> {
+    let mut builder = ParquetRecordBatchReaderBuilder::try_new(source)?.with_batch_size(8192);
+    if let Some(cols) = columns {
+        let mask = ProjectionMask::columns(builder.parquet_schema(), cols.iter().copied());
+        builder = builder.with_projection(mask);
+    }
+    builder.build()?.map(|b| b.map_err(Into::into)).collect()
+}
+
 fn sync_dir(fs: &dyn Fs, dir: &Path) -> Result<(), StorageError> {
     fs.sync_dir(dir).map_err(io_err(dir))
 }
@@ -852,6 +988,35 @@ pub(crate) mod tests {
                 })
                 .collect::<Vec<_>>(),
         )
+    }
+
+    #[test]
+    fn opening_reads_the_newest_checkpoint_and_the_records_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "w1").unwrap();
+        store.set_log_checkpoint_interval(3);
+        for i in 0..8 {
+            let sources = BTreeMap::from([("kafka:t:0".to_string(), i)]);
+            store.commit(&[(DEAD_LETTERS, letters(2, "2026-01-01T00:00:00Z"))], sources, Utc::now()).unwrap();
+        }
+        let mut cps: Vec<String> = fs::read_dir(dir.path().join(LOG_DIR))
+            .unwrap()
+            .filter_map(|e| e.unwrap().file_name().into_string().ok())
+            .filter(|n| n.ends_with(CHECKPOINT_SUFFIX))
+            .collect();
+        cps.sort();
+        // Due at versions 2 and 5; older ones than the one before the newest are gone.
+        assert_eq!(cps, [checkpoint_name(2), checkpoint_name(5)]);
+        let whole = store.snapshot();
+        // The records the newest checkpoint sums up are not read again: removing one
+        // changes nothing (without the checkpoint it would be a gap).
+        fs::remove_file(dir.path().join(LOG_DIR).join(log_name(1))).unwrap();
+        let reopened = Store::open(dir.path(), "w2").unwrap();
+        assert_eq!(*reopened.snapshot(), *whole);
+        assert_eq!(reopened.snapshot().sources["kafka:t:0"], 7);
+        // An unreadable checkpoint is skipped for the one before it.
+        fs::write(dir.path().join(LOG_DIR).join(checkpoint_name(5)), b"{ torn").unwrap();
+        assert_eq!(*Store::open(dir.path(), "w3").unwrap().snapshot(), *whole);
     }
 
     #[test]

@@ -46,6 +46,48 @@ pub fn test_python() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"))
 }
 
+/// The real S3-compatible server of the bucket tests (SeaweedFS), shared with the
+/// storage crate's tests.
+#[path = "../../storage/tests/support/seaweed.rs"]
+pub mod seaweed;
+
+/// Every stored table, as the storage crate lists them (the lake script is given them).
+pub fn lake_tables() -> Vec<&'static str> {
+    ioc_storage::schema::tables().map(|(t, _)| t).collect()
+}
+
+/// The tests' Python, checked to have the lake's readers.
+pub fn lake_python() -> PathBuf {
+    let python = test_python();
+    let probe = Command::new(&python).args(["-c", "import deltalake, duckdb, pyarrow"]).output();
+    match probe {
+        Ok(out) if out.status.success() => python,
+        _ => panic!(
+            "the lake tests need a Python with deltalake, duckdb and pyarrow at {} (or set IOC_TEST_PYTHON): \
+             run `bash .ci/run`, or `python3 -m venv .venv && .venv/bin/pip install -r tests/requirements.txt` \
+             in the repository",
+            python.display()
+        ),
+    }
+}
+
+/// What delta-rs and DuckDB read from the Delta tables of the store at `store_root` (a
+/// folder, or an `s3://` URL reached with `env`), by `tests/lake/read_delta.py`.
+pub fn read_lake(store_root: &Path, at: &[(String, u64)], env: &[(&str, String)]) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/lake/read_delta.py");
+    let mut cmd = Command::new(lake_python());
+    cmd.arg(script).arg(store_root).envs(env.iter().map(|(k, v)| (k, v)));
+    for t in lake_tables() {
+        cmd.arg("--table").arg(t);
+    }
+    for (table, version) in at {
+        cmd.arg("--at").arg(format!("{table}={version}"));
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "read_delta.py failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 pub fn ioc_bin() -> &'static str {
     env!("CARGO_BIN_EXE_ioc")
 }

@@ -20,10 +20,22 @@ app.kubernetes.io/component: {{ .component }}
 {{- .Values.storage.existingClaim | default (printf "%s-data" (include "ioc.fullname" .)) -}}
 {{- end -}}
 
+{{/* The bucket URL of the store, or "" for the ReadWriteMany claim; fails on a URL
+     that is not s3://. */}}
+{{- define "ioc.bucket" -}}
+{{- $url := .Values.storage.s3.url | default "" -}}
+{{- if and $url (not (hasPrefix "s3://" $url)) -}}
+{{- fail (printf "storage.s3.url must be s3://BUCKET/PREFIX, not %q" $url) -}}
+{{- end -}}
+{{- $url -}}
+{{- end -}}
+
 {{/* The pod spec shared by both Deployments; .component is ingest or api. */}}
 {{- define "ioc.pod" -}}
 {{- $root := .root -}}
 {{- $v := index $root.Values .component -}}
+{{- $bucket := include "ioc.bucket" $root -}}
+{{- $s3 := $root.Values.storage.s3 -}}
 metadata:
   labels:
     {{- include "ioc.selector" . | nindent 4 }}
@@ -39,8 +51,40 @@ spec:
       imagePullPolicy: {{ $root.Values.image.pullPolicy }}
       args: ["serve", "--config", "/etc/ioc/ioc.toml"]
       env:
+        {{- if $bucket }}
+        # The store in a bucket; what is appended to stays in this pod's state volume.
+        - name: IOC_DATA_DIR
+          value: {{ $bucket | quote }}
+        - name: IOC_STATE_DIR
+          value: /var/lib/ioc-state
+        {{- with $s3.endpoint }}
+        - name: AWS_ENDPOINT_URL
+          value: {{ . | quote }}
+        {{- end }}
+        {{- with $s3.region }}
+        - name: AWS_REGION
+          value: {{ . | quote }}
+        {{- end }}
+        {{- if $s3.allowHttp }}
+        - name: AWS_ALLOW_HTTP
+          value: "true"
+        {{- end }}
+        {{- with $s3.existingSecret }}
+        - name: AWS_ACCESS_KEY_ID
+          valueFrom:
+            secretKeyRef:
+              name: {{ . }}
+              key: {{ $s3.accessKeyIdKey }}
+        - name: AWS_SECRET_ACCESS_KEY
+          valueFrom:
+            secretKeyRef:
+              name: {{ . }}
+              key: {{ $s3.secretAccessKeyKey }}
+        {{- end }}
+        {{- else }}
         - name: IOC_DATA_DIR
           value: /var/lib/ioc
+        {{- end }}
         - name: IOC_HTTP
           value: "0.0.0.0:8080"
         - name: IOC_PG
@@ -84,13 +128,22 @@ spec:
       securityContext:
         {{- toYaml $root.Values.securityContext | nindent 8 }}
       volumeMounts:
+        {{- if $bucket }}
+        - {name: state, mountPath: /var/lib/ioc-state}
+        {{- else }}
         - {name: data, mountPath: /var/lib/ioc}
+        {{- end }}
         - {name: config, mountPath: /etc/ioc, readOnly: true}
         - {name: tmp, mountPath: /tmp}
   volumes:
+    {{- if $bucket }}
+    - name: state
+      {{- toYaml $root.Values.storage.stateVolume | nindent 6 }}
+    {{- else }}
     - name: data
       persistentVolumeClaim:
         claimName: {{ include "ioc.claim" $root }}
+    {{- end }}
     - name: config
       configMap:
         name: {{ include "ioc.fullname" $root }}
