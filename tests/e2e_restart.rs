@@ -76,4 +76,49 @@ async fn sigkill_during_ingest_then_restart_loses_nothing_and_counts_nothing_twi
     assert_kpis(&server, &evs, &format!("{q}&province_code=79"), Some("79")).await;
     let (_, v) = server.post_ndjson(&all[..500]).await;
     assert_eq!((v["accepted"].as_u64(), v["duplicates"].as_u64()), (Some(0), Some(500)), "{v}");
+
+    // A clean stop writes a snapshot of the KPI state; the next start loads it instead
+    // of rebuilding. New events after it, then a SIGKILL: the start after that loads the
+    // same snapshot and folds the newer commits in from their files, exactly.
+    let mut server = server;
+    assert!(server.stop().success());
+    let snapshots = || -> usize {
+        std::fs::read_dir(dir.path().join("kpi-state"))
+            .map(|d| d.filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".kpistate")).count())
+            .unwrap_or(0)
+    };
+    assert_eq!(snapshots(), 1, "a snapshot of the KPI state after a clean stop");
+    let mut server = Server::start(dir.path(), &[], &[]).await;
+    assert!(
+        server.metric_where("ioc_kpi_startup_seconds", &[("from", "snapshot")]).await > 0.0,
+        "started from the snapshot"
+    );
+    assert_kpis(&server, &evs, &q, None).await;
+    let newer = events(8, 1_000, now, 1);
+    for b in lines(&newer).chunks(100) {
+        let (status, v) = server.post_ndjson(b).await;
+        assert_eq!((status, v["accepted"].as_u64()), (200, Some(100)), "{v}");
+    }
+    server.kill9();
+    let server = Server::start(dir.path(), &[], &[]).await;
+    assert!(
+        server.metric_where("ioc_kpi_startup_seconds", &[("from", "snapshot")]).await > 0.0,
+        "started from the snapshot"
+    );
+    let both: Vec<_> = evs.iter().chain(&newer).cloned().collect();
+    assert_kpis(&server, &both, &q, None).await;
+    assert_kpis(&server, &both, &format!("{q}&province_code=79"), Some("79")).await;
+
+    // A damaged snapshot is not used: the state is rebuilt, and as exact.
+    drop(server);
+    for e in std::fs::read_dir(dir.path().join("kpi-state")).unwrap() {
+        let path = e.unwrap().path();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x01;
+        std::fs::write(&path, bytes).unwrap();
+    }
+    let server = Server::start(dir.path(), &[], &[]).await;
+    assert!(server.metric_where("ioc_kpi_startup_seconds", &[("from", "rebuild")]).await > 0.0, "rebuilt");
+    assert_kpis(&server, &both, &q, None).await;
 }

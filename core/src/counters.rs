@@ -293,6 +293,42 @@ impl ProvinceCube {
         }
     }
 
+    /// The province of each slot from 1 on (slot 0 is events without a province).
+    pub fn provinces(&self) -> &[Arc<str>] {
+        &self.provinces
+    }
+
+    /// Every hour cell: (KPI index, hour, event-time span, counts by slot). What a
+    /// snapshot of the cube holds; [`ProvinceCube::add_cell`] adds one back.
+    pub fn cells(&self) -> impl Iterator<Item = (usize, HourBucket, (i64, i64), &[Count])> + '_ {
+        self.per_kpi
+            .iter()
+            .enumerate()
+            .flat_map(|(kpi, hours)| hours.iter().map(move |(h, c)| (kpi, *h, c.span, &*c.counts)))
+    }
+
+    /// Adds one hour cell's counts by slot (slot 0: no province, slot `i`: the `i`-th
+    /// of [`ProvinceCube::provinces`]) and widens its span, as [`ProvinceCube::apply`]
+    /// adds rows. `None` if a KPI index or a slot is outside the cube.
+    pub fn add_cell(&mut self, kpi: usize, hour: HourBucket, span: (i64, i64), counts: &[Count]) -> Option<()> {
+        let width = self.width();
+        if kpi >= self.per_kpi.len() || counts.len() > width {
+            return None;
+        }
+        let cell = self.per_kpi[kpi]
+            .entry(hour)
+            .or_insert_with(|| HourCell { counts: vec![Count::default(); width].into_boxed_slice(), span });
+        let day = self.per_kpi_day[kpi]
+            .entry(vn_day_of(hour))
+            .or_insert_with(|| vec![Count::default(); width].into_boxed_slice());
+        for (slot, c) in counts.iter().enumerate().filter(|(_, c)| !c.is_zero()) {
+            add_at(&mut cell.counts, slot, width, *c);
+            add_at(day, slot, width, *c);
+        }
+        cell.span = (cell.span.0.min(span.0), cell.span.1.max(span.1));
+        Some(())
+    }
+
     /// The earliest and latest `occurred_at` (µs) of the events a KPI counts in an hour.
     pub fn span(&self, kpi: usize, hour: HourBucket) -> Option<(i64, i64)> {
         self.per_kpi[kpi].get(&hour).map(|c| c.span)
@@ -664,6 +700,21 @@ mod tests {
                 prop_assert_eq!(series, expected);
                 for h in 0..48 { prop_assert_eq!(one.span(k, h), many.span(k, h)); }
             }
+            // A cube restored from the cells of another (a snapshot) answers the same.
+            let mut restored = ProvinceCube::new(2, many.provinces().iter().cloned());
+            for (kpi, hour, span, counts) in many.cells() {
+                prop_assert!(restored.add_cell(kpi, hour, span, counts).is_some());
+            }
+            for k in 0..2 {
+                prop_assert_eq!(
+                    restored.series(k, 0..48, ProvinceSel::All, true, Some(Bucket::Hour)),
+                    many.series(k, 0..48, ProvinceSel::All, true, Some(Bucket::Hour)));
+                prop_assert_eq!(
+                    restored.series(k, 0..48, sel, true, Some(Bucket::Day)),
+                    many.series(k, 0..48, sel, true, Some(Bucket::Day)));
+                for h in 0..48 { prop_assert_eq!(restored.span(k, h), many.span(k, h)); }
+            }
+            prop_assert!(restored.add_cell(2, 0, (0, 0), &[]).is_none(), "no such KPI");
         }
     }
 }

@@ -231,6 +231,52 @@ impl OpenDossiers {
         }
     }
 
+    /// The distinct dimension values seen: what the symbol indexes of
+    /// [`OpenDossiers::entries`] point into.
+    pub fn symbols(&self) -> &[Arc<str>] {
+        &self.symbols.values
+    }
+
+    /// Every tracked dossier by its id hash: `Some((due µs, dimension symbols))` if
+    /// open (a symbol of `u32::MAX` is no value), `None` if finished before its
+    /// receipt was seen. With [`OpenDossiers::symbols`], what a snapshot holds.
+    pub fn entries(&self) -> impl Iterator<Item = (u128, Option<(i64, [u32; 7])>)> + '_ {
+        self.by_id.iter().map(|(id, e)| match e {
+            Entry::Open { due, dims } => (*id, Some((*due, *dims))),
+            Entry::FinishedFirst => (*id, None),
+        })
+    }
+
+    /// The state [`OpenDossiers::symbols`] and [`OpenDossiers::entries`] describe.
+    /// `None` if a symbol index is outside `symbols` or a value repeats.
+    pub fn from_parts(
+        symbols: Vec<Arc<str>>,
+        entries: impl IntoIterator<Item = (u128, Option<(i64, [u32; 7])>)>,
+    ) -> Option<Self> {
+        let mut state = OpenDossiers::default();
+        for v in &symbols {
+            if state.symbols.ids.insert(v.clone(), state.symbols.values.len() as u32).is_some() {
+                return None;
+            }
+            state.symbols.values.push(v.clone());
+        }
+        let n = symbols.len() as u32;
+        for (id, entry) in entries {
+            let entry = match entry {
+                Some((due, dims)) if dims.iter().all(|&d| d == NONE || d < n) => {
+                    state.due.add(due, dims, 1);
+                    Entry::Open { due, dims }
+                }
+                Some(_) => return None,
+                None => Entry::FinishedFirst,
+            };
+            if state.by_id.insert(id, entry).is_some() {
+                return None;
+            }
+        }
+        Some(state)
+    }
+
     /// Number of dossiers tracked (open, or finished before their receipt was seen).
     pub fn len(&self) -> usize {
         self.by_id.len()
@@ -307,6 +353,16 @@ mod tests {
     }
 
     #[test]
+    fn parts_that_do_not_fit_together_are_refused() {
+        let a: Arc<str> = "01".into();
+        assert!(OpenDossiers::from_parts(vec![a.clone(), a.clone()], []).is_none(), "a repeated value");
+        assert!(OpenDossiers::from_parts(vec![a.clone()], [(1, Some((0, [1; 7])))]).is_none(), "no symbol 1");
+        assert!(OpenDossiers::from_parts(vec![a], [(1, None), (1, None)]).is_none(), "a repeated id");
+        let ok = OpenDossiers::from_parts(vec!["01".into()], [(1, Some((0, [0, NONE, NONE, NONE, NONE, NONE, NONE])))]);
+        assert_eq!(ok.map(|s| s.len()), Some(1));
+    }
+
+    #[test]
     fn a_dossier_keeps_all_its_dimension_values() {
         let mut s = OpenDossiers::default();
         let mut dims = d("01");
@@ -367,6 +423,15 @@ mod tests {
                             _ => (DimFilter(vec![(Dim::Source, "nope".into())]), vec![]),
                         };
                         prop_assert_eq!(s.overdue(now).grouped(&filter, &group_by), scan(&s, now, &filter, &group_by));
+                        // The state restored from its parts (a snapshot) answers the same,
+                        // now and after more receipts and finishes.
+                        let mut restored = OpenDossiers::from_parts(s.symbols().to_vec(), s.entries()).unwrap();
+                        prop_assert_eq!(restored.len(), s.len());
+                        prop_assert_eq!(restored.overdue(now).grouped(&filter, &group_by), scan(&s, now, &filter, &group_by));
+                        restored.finish(&id);
+                        let mut copy = s.clone();
+                        copy.finish(&id);
+                        prop_assert_eq!(restored.overdue_by_province(now), copy.overdue_by_province(now));
                     }
                 }
             }

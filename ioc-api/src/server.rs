@@ -1,7 +1,7 @@
 //! Wiring: storage → KPI engine → ingest pipeline → HTTP, and graceful shutdown.
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -13,7 +13,7 @@ use ioc_ingest::kafka::{self, KafkaConfig, KafkaMetrics};
 use ioc_ingest::pipeline::{self, PipelineConfig};
 use ioc_ingest::{IngestMetrics, Ingestor, Origin, Record, Simulator};
 use ioc_query::context::admin_units_table;
-use ioc_query::{KpiEngine, SqlEngine};
+use ioc_query::{KpiEngine, STATE_DIR, SqlEngine, Startup};
 use ioc_storage::Store;
 use prometheus::Registry;
 use std::thread::JoinHandle;
@@ -98,9 +98,25 @@ pub fn build(settings: &Settings, stop: watch::Receiver<bool>) -> Result<(AppSta
     // rebuilt from them.
     kpis.backfill_rollups(Utc::now())?;
     let snapshot = store.refresh()?;
-    kpis.rebuild(&snapshot)?;
+    // From the newest snapshot of the KPI state and the commits after it, else rebuilt.
+    let started = std::time::Instant::now();
+    let startup = kpis.restore_or_rebuild(&settings.state_dir.join(STATE_DIR), &snapshot)?;
+    let startup_secs = started.elapsed().as_secs_f64();
 
     let registry = Registry::new();
+    let startup_gauge = prometheus::GaugeVec::new(
+        prometheus::Opts::new(
+            "ioc_kpi_startup_seconds",
+            "Seconds the KPI state took to set up at start, by how: from a snapshot and the commits after it, or rebuilt from every rollup and dossier event",
+        ),
+        &["from"],
+    )?;
+    registry.register(Box::new(startup_gauge.clone()))?;
+    let from = match startup {
+        Startup::Snapshot { .. } => "snapshot",
+        Startup::Rebuilt { .. } => "rebuild",
+    };
+    startup_gauge.with_label_values(&[from]).set(startup_secs);
     let metrics = IngestMetrics::register(&registry)?;
     // Events per minute by source family, for the wall display.
     let throughput = Arc::new(ThroughputCounter::default());
@@ -212,6 +228,8 @@ pub async fn run(
         maintenance_metrics,
         stop_rx.clone(),
     ));
+    let state_task =
+        tokio::spawn(save_kpi_state(kpis.clone(), store.clone(), settings.state_dir.join(STATE_DIR), stop_rx.clone()));
     let simulator = match mode {
         Mode::Demo { rate } => Some(tokio::spawn(simulate_live(ingestor.clone(), units, rate, stop_rx.clone()))),
         Mode::Serve => None,
@@ -271,11 +289,56 @@ pub async fn run(
     }
     // Every Ingestor is gone now; the writer drains its queue and stops.
     let writer_failed = writer.await.unwrap_or(true);
+    let _ = state_task.await;
+    // The final state, so that the next start folds in nothing.
+    if !writer_failed {
+        save_state_now(&kpis, &settings.state_dir.join(STATE_DIR)).await;
+    }
     info!("stopped");
     if writer_failed {
         return Err(ServerError::WriterStopped);
     }
     Ok(())
+}
+
+/// How often the live KPI state is snapshotted while commits arrive: a restart after a
+/// crash folds in at most this much of the newest data on top of the snapshot.
+const STATE_SNAPSHOT_EVERY: Duration = Duration::from_secs(300);
+
+/// Snapshots the live KPI state every [`STATE_SNAPSHOT_EVERY`] if it changed, and soon
+/// after a commit that removed files (compaction, retention): a snapshot older than
+/// such a commit cannot be used once the files it merged are gone.
+async fn save_kpi_state(kpis: Arc<KpiEngine>, store: Store, dir: PathBuf, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (mut saved_at, mut rewrites) = (tokio::time::Instant::now(), store.snapshot().rewrites.len());
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
+        }
+        let now_rewrites = store.snapshot().rewrites.len();
+        if saved_at.elapsed() >= STATE_SNAPSHOT_EVERY || now_rewrites != rewrites {
+            save_state_now(&kpis, &dir).await;
+            (saved_at, rewrites) = (tokio::time::Instant::now(), now_rewrites);
+        }
+    }
+}
+
+async fn save_state_now(kpis: &Arc<KpiEngine>, dir: &Path) {
+    let (kpis, dir) = (kpis.clone(), dir.to_path_buf());
+    let started = std::time::Instant::now();
+    match tokio::task::spawn_blocking(move || kpis.save_state(&dir)).await {
+        Ok(Ok(Some(saved))) => info!(
+            version = saved.version,
+            bytes = saved.bytes,
+            ms = started.elapsed().as_millis() as u64,
+            "KPI state snapshot written"
+        ),
+        Ok(Ok(None)) => {}
+        Ok(Err(e)) => warn!(error = %e, "could not write a KPI state snapshot; a restart will rebuild"),
+        Err(e) => warn!(error = %e, "the KPI state snapshot task panicked"),
+    }
 }
 
 /// Asks the writer once a second to fold in commits by other writers.

@@ -49,6 +49,10 @@ use thiserror::Error;
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
+mod state;
+
+pub use state::{STATE_DIR, Saved, Startup, StateError};
+
 use crate::context::period_context;
 use crate::rollup::{CUBE_COLUMNS, RollupError, cube_rows, rollup_batch};
 
@@ -137,6 +141,8 @@ struct Live {
     open: OpenDossiers,
     /// When the newest commit with events folded in was made.
     as_of: Option<DateTime<Utc>>,
+    /// The store version covered: every commit up to it is counted, none after.
+    version: Option<u64>,
     /// Running totals of the current day, month and year (Vietnam time) for live
     /// pushes, by [`LivePeriod::index`]; created on first use and rebuilt from the cube
     /// when the period turns.
@@ -334,7 +340,8 @@ impl KpiEngine {
         let ((cube, rollups, cube_ms), (open, dossiers, open_ms)) = (cube?, open?);
         // The newest acceptance time: compacted files keep older ones, so not the last.
         let as_of = snap.history.iter().map(|(_, at, _)| *at).max();
-        *self.live.write().expect("live lock") = Live { cube, open, as_of, periods: Default::default() };
+        *self.live.write().expect("live lock") =
+            Live { cube, open, as_of, version: snap.version, periods: Default::default() };
         info!(
             rollups,
             dossiers,
@@ -527,6 +534,7 @@ impl KpiEngine {
         if !committed.batches.is_empty() {
             live.as_of = live.as_of.max(Some(committed.committed_at));
         }
+        live.version = live.version.max(Some(committed.version));
     }
 
     /// When the newest commit with events that the live state covers was made.

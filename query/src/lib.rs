@@ -30,7 +30,8 @@ pub mod view_groups;
 
 pub use audit::{AuditEntry, AuditLog};
 pub use kpi::{
-    KpiEngine, KpiError, KpiLimits, KpiValue, LiveChanges, Period, SeriesQuery, SeriesRow, commits_without_rollups,
+    KpiEngine, KpiError, KpiLimits, KpiValue, LiveChanges, Period, STATE_DIR, Saved, SeriesQuery, SeriesRow, Startup,
+    StateError, commits_without_rollups,
 };
 pub use rollup::{RollupError, reaggregate_rollups};
 pub use sandbox::{Caller, Described, QueryOutput, SessionHook, SqlEngine, SqlError, SqlLimits};

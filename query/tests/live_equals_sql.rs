@@ -19,7 +19,7 @@ use ioc_core::time::{Bucket, start_of_month};
 use ioc_core::{AdminUnits, Catalog};
 use ioc_ingest::pipeline::{self, PipelineConfig};
 use ioc_ingest::{IngestMetrics, Origin, Record, Simulator};
-use ioc_query::{KpiEngine, Period, SeriesQuery, commits_without_rollups, reaggregate_rollups};
+use ioc_query::{KpiEngine, Period, SeriesQuery, Startup, commits_without_rollups, reaggregate_rollups};
 use ioc_storage::{KPI_HOURLY, Store};
 use proptest::prelude::*;
 
@@ -31,6 +31,8 @@ struct Setup {
     _dir: tempfile::TempDir,
     store: Store,
     engine: Arc<KpiEngine>,
+    /// A snapshot of the live KPI state taken after the first commit.
+    stale: tempfile::TempDir,
 }
 
 fn new_engine(store: &Store) -> Arc<KpiEngine> {
@@ -75,13 +77,29 @@ async fn ingest(
     }
     let late: Vec<Record> = late.iter().map(|m| record(sim.next_event(at(m)))).collect();
     let per = main.len().div_ceil(batches.max(1)).max(1);
-    for chunk in main.chunks(per).chain(late.chunks(late.len().max(1))) {
+    let stale = tempfile::tempdir().unwrap();
+    for (i, chunk) in main.chunks(per).chain(late.chunks(late.len().max(1))).enumerate() {
         let out = ingestor.submit(chunk.to_vec(), BTreeMap::new()).await.unwrap();
         assert!(out.rejected.is_empty(), "{:?}", out.rejected);
+        if i == 0 {
+            engine.save_state(stale.path()).unwrap().expect("a snapshot after the first commit");
+        }
     }
     drop(ingestor);
     handle.join().unwrap();
-    Setup { _dir: dir, store, engine }
+    Setup { _dir: dir, store, engine, stale }
+}
+
+/// A restart with the KPI state snapshots in `dir`: the engine and how it started.
+fn restart(store: &Store, dir: &std::path::Path) -> (Arc<KpiEngine>, Startup) {
+    let engine = new_engine(store);
+    let startup = engine.restore_or_rebuild(dir, &store.refresh().unwrap()).unwrap();
+    (engine, startup)
+}
+
+/// The number of commits [`ingest`] makes of `events` main events in `batches`.
+fn main_commits(batches: usize, events: usize) -> usize {
+    events.div_ceil(events.div_ceil(batches.max(1)).max(1))
 }
 
 /// Simulates compaction of `kpi_hourly`: one commit replaces every rollup file by one
@@ -238,14 +256,52 @@ proptest! {
             // A restart: the state is rebuilt from the rollups only.
             let rebuilt = new_engine(&setup.store);
             rebuilt.rebuild(&setup.store.refresh().unwrap()).unwrap();
+            // Restarts from snapshots of the live state: the newest (nothing to fold
+            // in), one after the first commit (the later ones folded in from their
+            // files), and a damaged one (rebuilt).
+            let newest = tempfile::tempdir().unwrap();
+            let saved = setup.engine.save_state(newest.path()).unwrap().expect("a snapshot");
+            prop_assert_eq!(Some(saved.version), setup.store.snapshot().version);
+            let (from_newest, startup) = restart(&setup.store, newest.path());
+            prop_assert_eq!(startup, Startup::Snapshot { version: saved.version, commits: 0 });
+            let (from_stale, startup) = restart(&setup.store, setup.stale.path());
+            let commits = main_commits(batches, offsets.len() + feedback.len()) + usize::from(!late.is_empty()) - 1;
+            prop_assert!(matches!(startup, Startup::Snapshot { commits: c, .. } if c == commits), "{:?}", startup);
+            let damaged = tempfile::tempdir().unwrap();
+            let copy = damaged.path().join(saved.path.file_name().unwrap());
+            let mut bytes = std::fs::read(&saved.path).unwrap();
+            let at = (seed as usize) % bytes.len();
+            bytes[at] ^= 0x10;
+            std::fs::write(&copy, bytes).unwrap();
+            // (Rebuilt, it answers as `rebuilt` does: only its gauge is checked below.)
+            let (from_damaged, startup) = restart(&setup.store, damaged.path());
+            prop_assert!(matches!(&startup, Startup::Rebuilt { .. }), "{:?}", startup);
             // Compaction re-aggregates the rollups; the running engine keeps answering
-            // and a restart after it rebuilds from the re-aggregated rows.
+            // and a restart after it rebuilds from the re-aggregated rows. The newest
+            // snapshot still serves (the compaction adds no rows); the one after the
+            // first commit cannot once the later commits' files were merged away.
             compact_rollups(&setup.store);
             let compacted = new_engine(&setup.store);
             compacted.rebuild(&setup.store.refresh().unwrap()).unwrap();
+            let (newest_compacted, startup) = restart(&setup.store, newest.path());
+            prop_assert!(matches!(startup, Startup::Snapshot { commits: 0, .. }), "{:?}", startup);
+            let (stale_compacted, startup) = restart(&setup.store, setup.stale.path());
+            prop_assert_eq!(matches!(startup, Startup::Rebuilt { .. }), commits > 0, "{:?}", startup);
+            let now = base() + Duration::days(10);
+            let overdue = setup.engine.overdue_by_scope(now);
+            for engine in [&rebuilt, &from_newest, &from_stale, &from_damaged, &compacted, &newest_compacted, &stale_compacted] {
+                prop_assert_eq!(engine.overdue_by_scope(now), overdue.clone());
+            }
             check(
                 &setup.store,
-                &[("live", &setup.engine), ("rebuilt", &rebuilt), ("compacted", &compacted)],
+                &[
+                    ("live", &setup.engine),
+                    ("rebuilt", &rebuilt),
+                    ("from a stale snapshot", &from_stale),
+                    ("compacted", &compacted),
+                    ("compacted, from the newest snapshot", &newest_compacted),
+                    ("compacted, from a stale snapshot", &stale_compacted),
+                ],
                 &periods,
             )
             .await

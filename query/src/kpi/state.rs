@@ -1,0 +1,461 @@
+//! Snapshots of the live KPI state, so that a restart does not rebuild it from every
+//! rollup row and dossier event (40 s at 50M events).
+//!
+//! A snapshot holds the province cube (its hour cells), the open-dossier state (id
+//! hashes, due times, dimension symbols) and the store version `V` they cover: every
+//! commit up to `V` is in them, none after. At start, the newest snapshot that reads
+//! back whole and belongs to this store and catalog is loaded, and the commits after
+//! `V` are folded in from their files, as the running engine folds another writer's
+//! commits. Anything else falls back to the full rebuild, never to a wrong answer:
+//! no snapshot, a damaged one (every byte is under a checksum), one of another store
+//! (its anchor, a commit it names, is not in this store's log), of another catalog or
+//! province list, or one whose later commits' files were compacted away.
+//!
+//! The file, `<state dir>/kpi-state/<V, 20 digits>.kpistate`, is two Arrow IPC streams
+//! (the cube, the open dossiers), a JSON header, the header's length (u64 LE), the
+//! xxh3-128 of everything before it (LE) and a magic. It is written to a temporary
+//! name, fsynced, renamed, and its folder fsynced; the newest two are kept. It is
+//! local to each instance (the state dir), since only reading it back is saved.
+
+use std::io::{Cursor, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, Int64Array, ListBuilder, RecordBatch, UInt32Array, UInt64Array, UInt64Builder};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, UInt32Type, UInt64Type};
+use arrow::error::ArrowError;
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use chrono::{DateTime, Utc};
+use ioc_core::counters::{Count, Dim, ProvinceCube};
+use ioc_core::event::Family;
+use ioc_core::open_dossiers::OpenDossiers;
+use ioc_storage::{KPI_HOURLY, Snapshot};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tracing::{info, warn};
+use xxhash_rust::xxh3::xxh3_128;
+
+use super::{CUBE_COLUMNS, KpiEngine, KpiError, Live, OPEN_DOSSIER_COLUMNS, cube_rows, track_open};
+
+/// The folder of the snapshots inside the state dir.
+pub const STATE_DIR: &str = "kpi-state";
+const SUFFIX: &str = ".kpistate";
+const MAGIC: &[u8; 8] = b"IOCKPIS1";
+const FORMAT: u32 = 1;
+/// Snapshots kept: the newest, and the one before in case it is damaged.
+const KEEP: usize = 2;
+
+/// Why a snapshot could not be used.
+#[derive(Debug, Error)]
+pub enum StateError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("{path}: {source}")]
+    Arrow { path: PathBuf, source: ArrowError },
+}
+
+/// How the KPI state was set up at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Startup {
+    /// From the snapshot at `version`, then `commits` later commits folded in.
+    Snapshot { version: u64, commits: usize },
+    /// Rebuilt from every rollup row and dossier event, for this reason.
+    Rebuilt { reason: String },
+}
+
+/// A snapshot written by [`KpiEngine::save_state`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Saved {
+    pub version: u64,
+    pub path: PathBuf,
+    pub bytes: u64,
+}
+
+/// A commit the snapshot's version has seen: the newest in the store's history at or
+/// before it. Finding it in a store's log tells the snapshot is of that store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Anchor {
+    version: u64,
+    at: DateTime<Utc>,
+    file: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Header {
+    format: u32,
+    version: u64,
+    anchor: Option<Anchor>,
+    /// [`catalog_fingerprint`]: the cube is indexed by catalog position.
+    catalog: String,
+    /// The cube's provinces, slot 1 on.
+    provinces: Vec<String>,
+    /// The open dossiers' dimension symbols.
+    symbols: Vec<String>,
+    as_of: Option<DateTime<Utc>>,
+    /// (offset, length) of the two Arrow streams.
+    cube: (u64, u64),
+    open: (u64, u64),
+}
+
+/// What the rollups and the cube depend on: every KPI's id and definition, in order.
+fn catalog_fingerprint(engine: &KpiEngine) -> String {
+    let text: Vec<String> = engine.catalog.kpis().iter().map(|d| format!("{}={:?}", d.id, d.kind)).collect();
+    format!("{:032x}", xxh3_128(text.join("\n").as_bytes()))
+}
+
+fn cube_schema() -> Arc<Schema> {
+    let list = || DataType::List(Arc::new(Field::new("item", DataType::UInt64, false)));
+    Arc::new(Schema::new(vec![
+        Field::new("kpi", DataType::UInt32, false),
+        Field::new("hour", DataType::Int64, false),
+        Field::new("first_us", DataType::Int64, false),
+        Field::new("last_us", DataType::Int64, false),
+        Field::new("numerators", list(), false),
+        Field::new("denominators", list(), false),
+    ]))
+}
+
+fn open_schema() -> Arc<Schema> {
+    let mut fields = vec![
+        Field::new("id_high", DataType::UInt64, false),
+        Field::new("id_low", DataType::UInt64, false),
+        // Null: finished before its receipt was seen.
+        Field::new("due_us", DataType::Int64, true),
+    ];
+    // Symbol indexes, u32::MAX for no value.
+    fields.extend(Dim::ALL.iter().map(|d| Field::new(d.as_str(), DataType::UInt32, false)));
+    Arc::new(Schema::new(fields))
+}
+
+fn cube_batch(cube: &ProvinceCube) -> Result<RecordBatch, ArrowError> {
+    let (mut kpi, mut hour, mut first, mut last) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let item = || Field::new("item", DataType::UInt64, false);
+    let mut num = ListBuilder::new(UInt64Builder::new()).with_field(item());
+    let mut den = ListBuilder::new(UInt64Builder::new()).with_field(item());
+    for (k, h, span, counts) in cube.cells() {
+        kpi.push(k as u32);
+        hour.push(h);
+        first.push(span.0);
+        last.push(span.1);
+        num.append_value(counts.iter().map(|c| Some(c.numerator)));
+        den.append_value(counts.iter().map(|c| Some(c.denominator)));
+    }
+    RecordBatch::try_new(
+        cube_schema(),
+        vec![
+            Arc::new(UInt32Array::from(kpi)),
+            Arc::new(Int64Array::from(hour)),
+            Arc::new(Int64Array::from(first)),
+            Arc::new(Int64Array::from(last)),
+            Arc::new(num.finish()),
+            Arc::new(den.finish()),
+        ],
+    )
+}
+
+fn open_batch(open: &OpenDossiers) -> Result<RecordBatch, ArrowError> {
+    let n = open.len();
+    let (mut high, mut low, mut due) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut dims: Vec<Vec<u32>> = vec![Vec::with_capacity(n); Dim::ALL.len()];
+    for (id, entry) in open.entries() {
+        high.push((id >> 64) as u64);
+        low.push(id as u64);
+        due.push(entry.map(|(at, _)| at));
+        let values = entry.map_or([u32::MAX; 7], |(_, d)| d);
+        for (column, v) in dims.iter_mut().zip(values) {
+            column.push(v);
+        }
+    }
+    let mut columns: Vec<Arc<dyn Array>> =
+        vec![Arc::new(UInt64Array::from(high)), Arc::new(UInt64Array::from(low)), Arc::new(Int64Array::from(due))];
+    columns.extend(dims.into_iter().map(|d| Arc::new(UInt32Array::from(d)) as Arc<dyn Array>));
+    RecordBatch::try_new(open_schema(), columns)
+}
+
+fn stream(batch: &RecordBatch, out: &mut Vec<u8>) -> Result<(u64, u64), ArrowError> {
+    let start = out.len() as u64;
+    let mut writer = StreamWriter::try_new(&mut *out, &batch.schema())?;
+    writer.write(batch)?;
+    writer.finish()?;
+    drop(writer);
+    Ok((start, out.len() as u64 - start))
+}
+
+fn file_name(version: u64) -> String {
+    format!("{version:020}{SUFFIX}")
+}
+
+/// The snapshots in `dir`, newest first.
+fn listed(dir: &Path) -> Vec<(u64, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut out: Vec<(u64, PathBuf)> = entries
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let v = e.file_name().to_str()?.strip_suffix(SUFFIX)?.parse().ok()?;
+            Some((v, e.path()))
+        })
+        .collect();
+    out.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    out
+}
+
+/// The parts of a snapshot file, checked against its checksum and format.
+struct Parts {
+    header: Header,
+    cube: RecordBatch,
+    open: RecordBatch,
+}
+
+fn read_parts(path: &Path) -> Result<Parts, StateError> {
+    let invalid = |message: &str| StateError::Invalid { path: path.to_path_buf(), message: message.to_string() };
+    let bytes = std::fs::read(path).map_err(|source| StateError::Io { path: path.to_path_buf(), source })?;
+    let tail = 8 + 16 + MAGIC.len();
+    if bytes.len() < tail || &bytes[bytes.len() - MAGIC.len()..] != MAGIC {
+        return Err(invalid("not a KPI state snapshot (no trailer)"));
+    }
+    let body = &bytes[..bytes.len() - 16 - MAGIC.len()];
+    let sum = u128::from_le_bytes(bytes[body.len()..body.len() + 16].try_into().expect("16 bytes"));
+    if xxh3_128(body) != sum {
+        return Err(invalid("checksum mismatch: the file is damaged"));
+    }
+    let len = u64::from_le_bytes(body[body.len() - 8..].try_into().expect("8 bytes")) as usize;
+    let data = &body[..body.len() - 8];
+    let json = data.len().checked_sub(len).map(|start| &data[start..]).ok_or_else(|| invalid("header length"))?;
+    let header: Header = serde_json::from_slice(json).map_err(|e| invalid(&format!("header: {e}")))?;
+    if header.format != FORMAT {
+        return Err(invalid(&format!("format {} (this version reads {FORMAT})", header.format)));
+    }
+    let section = |(offset, length): (u64, u64), schema: Arc<Schema>| -> Result<RecordBatch, StateError> {
+        let arrow = |source| StateError::Arrow { path: path.to_path_buf(), source };
+        let range = usize::try_from(offset).ok().zip(usize::try_from(offset + length).ok());
+        let bytes = range.and_then(|(a, b)| data.get(a..b)).ok_or_else(|| invalid("section out of range"))?;
+        let reader = StreamReader::try_new(Cursor::new(bytes), None).map_err(arrow)?;
+        if reader.schema() != schema {
+            return Err(invalid("unexpected section schema"));
+        }
+        let batches = reader.collect::<Result<Vec<_>, _>>().map_err(arrow)?;
+        arrow::compute::concat_batches(&schema, &batches).map_err(arrow)
+    };
+    let cube = section(header.cube, cube_schema())?;
+    let open = section(header.open, open_schema())?;
+    Ok(Parts { header, cube, open })
+}
+
+/// The newest history entry at or before `version`.
+fn anchor(snap: &Snapshot, version: u64) -> Option<Anchor> {
+    snap.history.iter().rev().find(|(v, _, files)| *v <= version && !files.is_empty()).map(|(v, at, files)| Anchor {
+        version: *v,
+        at: *at,
+        file: files[0].clone(),
+    })
+}
+
+fn table_of(path: &str) -> &str {
+    path.split('/').nth(1).unwrap_or_default()
+}
+
+impl KpiEngine {
+    /// The store version the live state covers: every commit up to it is counted.
+    pub fn version(&self) -> Option<u64> {
+        self.live.read().expect("live lock").version
+    }
+
+    /// Writes a snapshot of the live state into `dir` (see the module docs), unless
+    /// the state is empty or a snapshot of its version exists. The state is copied
+    /// into Arrow arrays under the read lock (tens of milliseconds at 50M events);
+    /// encoding and the fsyncs happen outside it.
+    pub fn save_state(&self, dir: &Path) -> Result<Option<Saved>, StateError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StateError::Io { path, source }
+        };
+        let (version, cube, open, provinces, symbols, as_of) = {
+            let live = self.live.read().expect("live lock");
+            let Some(version) = live.version else { return Ok(None) };
+            if dir.join(file_name(version)).exists() {
+                return Ok(None);
+            }
+            let arrow = |source| StateError::Arrow { path: dir.to_path_buf(), source };
+            let provinces: Vec<String> = live.cube.provinces().iter().map(|p| p.to_string()).collect();
+            let symbols: Vec<String> = live.open.symbols().iter().map(|s| s.to_string()).collect();
+            (
+                version,
+                cube_batch(&live.cube).map_err(arrow)?,
+                open_batch(&live.open).map_err(arrow)?,
+                provinces,
+                symbols,
+                live.as_of,
+            )
+        };
+        let arrow = |source| StateError::Arrow { path: dir.to_path_buf(), source };
+        let mut out = Vec::new();
+        let cube = stream(&cube, &mut out).map_err(arrow)?;
+        let open = stream(&open, &mut out).map_err(arrow)?;
+        let header = Header {
+            format: FORMAT,
+            version,
+            anchor: anchor(&self.store.snapshot(), version),
+            catalog: catalog_fingerprint(self),
+            provinces,
+            symbols,
+            as_of,
+            cube,
+            open,
+        };
+        let json = serde_json::to_vec(&header).expect("a header serializes");
+        out.extend_from_slice(&json);
+        out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+        let sum = xxh3_128(&out);
+        out.extend_from_slice(&sum.to_le_bytes());
+        out.extend_from_slice(MAGIC);
+
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let path = dir.join(file_name(version));
+        let tmp = dir.join(format!(".{}.{}.tmp", file_name(version), std::process::id()));
+        let mut file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+        file.write_all(&out).and_then(|()| file.sync_all()).map_err(io(&tmp))?;
+        drop(file);
+        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+        for (_, old) in listed(dir).into_iter().skip(KEEP) {
+            if let Err(e) = std::fs::remove_file(&old) {
+                warn!(path = %old.display(), error = %e, "could not remove an old KPI state snapshot");
+            }
+        }
+        Ok(Some(Saved { version, path, bytes: out.len() as u64 }))
+    }
+
+    /// Sets up the live state for `snap`: from the newest usable snapshot in `dir` and
+    /// the commits after it, else by [`KpiEngine::rebuild`]. Exact either way.
+    pub fn restore_or_rebuild(&self, dir: &Path, snap: &Snapshot) -> Result<Startup, KpiError> {
+        let started = std::time::Instant::now();
+        let mut reason = String::from("no snapshot of the KPI state");
+        for (version, path) in listed(dir) {
+            if snap.version.is_none_or(|v| version > v) {
+                reason = format!("{}: newer than the store (version {:?})", path.display(), snap.version);
+                continue;
+            }
+            match self.restore(&path, snap) {
+                Ok(Ok(commits)) => {
+                    info!(
+                        version,
+                        commits,
+                        ms = started.elapsed().as_millis() as u64,
+                        store_version = ?snap.version,
+                        "KPI state restored from its snapshot and the commits after it"
+                    );
+                    return Ok(Startup::Snapshot { version, commits });
+                }
+                // Files of later commits were compacted away: an older snapshot needs
+                // them too.
+                Ok(Err(why)) => {
+                    reason = why;
+                    break;
+                }
+                Err(e) => {
+                    warn!(error = %e, "skipping a KPI state snapshot that cannot be used");
+                    reason = e.to_string();
+                }
+            }
+        }
+        info!(%reason, "rebuilding the KPI state from the rollups and the dossier events");
+        self.rebuild(snap)?;
+        Ok(Startup::Rebuilt { reason })
+    }
+
+    /// Loads one snapshot and folds in the commits of `snap` after it. The outer error:
+    /// this snapshot is unusable; the inner one: none is (later files are gone).
+    fn restore(&self, path: &Path, snap: &Snapshot) -> Result<Result<usize, String>, StateError> {
+        let invalid = |message: String| StateError::Invalid { path: path.to_path_buf(), message };
+        let Parts { header, cube: cube_batch, open: open_batch } = read_parts(path)?;
+        if header.catalog != catalog_fingerprint(self) {
+            return Err(invalid("written with another KPI catalog".into()));
+        }
+        let provinces: Vec<String> = self.provinces.iter().map(|p| p.to_string()).collect();
+        if !header.provinces.starts_with(&provinces) {
+            return Err(invalid("written with other provinces".into()));
+        }
+        if header.anchor != anchor(snap, header.version) {
+            return Err(invalid(format!("of another store (commit {:?} is not in this log)", header.anchor)));
+        }
+
+        // The commits after the snapshot that add rows, and their files to read.
+        let live: std::collections::HashMap<&str, &ioc_storage::DataFile> =
+            snap.files.values().flatten().map(|f| (f.path.as_str(), f)).collect();
+        let mut files = Vec::new();
+        let mut commits = 0;
+        for (version, _, paths) in snap.history.iter().filter(|(v, _, _)| *v > header.version) {
+            if snap.rewrites.contains(version) {
+                continue;
+            }
+            commits += 1;
+            for p in
+                paths.iter().filter(|p| matches!(table_of(p), t if t == KPI_HOURLY || t == Family::Dossier.table()))
+            {
+                match live.get(p.as_str()) {
+                    Some(f) => files.push(*f),
+                    None => {
+                        return Ok(Err(format!("a file of commit {version}, after the snapshot, was compacted away")));
+                    }
+                }
+            }
+        }
+
+        let mut cube = ProvinceCube::new(self.catalog.len(), header.provinces.iter().map(|p| Arc::from(p.as_str())));
+        let (kpi, hour) =
+            (cube_batch.column(0).as_primitive::<UInt32Type>(), cube_batch.column(1).as_primitive::<Int64Type>());
+        let (first, last) =
+            (cube_batch.column(2).as_primitive::<Int64Type>(), cube_batch.column(3).as_primitive::<Int64Type>());
+        let (num, den) = (cube_batch.column(4).as_list::<i32>(), cube_batch.column(5).as_list::<i32>());
+        let mut counts = Vec::new();
+        for i in 0..cube_batch.num_rows() {
+            let (n, d) = (num.value(i), den.value(i));
+            let (n, d) = (n.as_primitive::<UInt64Type>(), d.as_primitive::<UInt64Type>());
+            if n.len() != d.len() {
+                return Err(invalid("numerators and denominators differ in length".into()));
+            }
+            counts.clear();
+            counts.extend(n.values().iter().zip(d.values().iter()).map(|(n, d)| Count::new(*n, *d)));
+            cube.add_cell(kpi.value(i) as usize, hour.value(i), (first.value(i), last.value(i)), &counts)
+                .ok_or_else(|| invalid(format!("cell {i} is outside the cube")))?;
+        }
+
+        let (high, low) =
+            (open_batch.column(0).as_primitive::<UInt64Type>(), open_batch.column(1).as_primitive::<UInt64Type>());
+        let due = open_batch.column(2).as_primitive::<Int64Type>();
+        let dims: Vec<&UInt32Array> =
+            (3..3 + Dim::ALL.len()).map(|c| open_batch.column(c).as_primitive::<UInt32Type>()).collect();
+        let entries = (0..open_batch.num_rows()).map(|i| {
+            let id = (u128::from(high.value(i)) << 64) | u128::from(low.value(i));
+            (id, due.is_valid(i).then(|| (due.value(i), std::array::from_fn(|k| dims[k].value(i)))))
+        });
+        let symbols = header.symbols.iter().map(|s| Arc::from(s.as_str())).collect();
+        let mut open = OpenDossiers::from_parts(symbols, entries)
+            .ok_or_else(|| invalid("open dossiers: a symbol index out of range or a repeated id".into()))?;
+
+        // Fold the later commits in, as the running engine would have.
+        let mut rows = Vec::new();
+        for file in files {
+            if file.table == KPI_HOURLY {
+                for batch in self.store.read_file(file, Some(&CUBE_COLUMNS)).map_err(|e| invalid(e.to_string()))? {
+                    rows.clear();
+                    cube_rows(&batch, &self.kpi_index, &mut rows).map_err(|e| invalid(e.to_string()))?;
+                    cube.apply(&rows);
+                }
+            } else {
+                for batch in
+                    self.store.read_file(file, Some(&OPEN_DOSSIER_COLUMNS)).map_err(|e| invalid(e.to_string()))?
+                {
+                    track_open(&mut open, &batch);
+                }
+            }
+        }
+        let as_of = snap.history.iter().map(|(_, at, _)| *at).max().max(header.as_of);
+        *self.live.write().expect("live lock") =
+            Live { cube, open, as_of, version: snap.version, periods: Default::default() };
+        Ok(Ok(commits))
+    }
+}
