@@ -138,4 +138,33 @@ async fn run(n: u64, rounds: usize, keep: Option<std::path::PathBuf>) {
     let (status, _) = server.get(&format!("/api/v1/kpis/online_submission_rate?{q}&group_by=channel&bucket=day")).await;
     assert_eq!(status, 200);
     println!("1 month by channel (SQL over kpi_hourly): {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
+
+    // A clean stop writes a snapshot of the KPI state; the restart loads it.
+    let year_q = format!("/api/v1/kpis?from={}&to={}", day - Days::new(364), day + Days::new(1));
+    let (_, before) = server.get(&year_q).await;
+    let mut server = server;
+    let t = Instant::now();
+    assert!(server.stop().success());
+    println!("clean stop (with the KPI state snapshot) in {:.2} s", t.elapsed().as_secs_f64());
+    let t = Instant::now();
+    let server = Server::start(dir_path.as_path(), &[], &[]).await;
+    let ready = t.elapsed().as_secs_f64();
+    let from = if server.metric_where("ioc_kpi_startup_seconds", &[("from", "snapshot")]).await > 0.0 {
+        "snapshot"
+    } else {
+        "rebuild"
+    };
+    println!(
+        "restart: healthy after {ready:.2} s (KPI state from the {from}); VmRSS {} MiB, VmHWM {} MiB",
+        status_kib(server.child.id(), "VmRSS:") / 1024,
+        status_kib(server.child.id(), "VmHWM:") / 1024
+    );
+    let (_, after) = server.get(&year_q).await;
+    // Ratios only: the overdue gauge moves with the clock.
+    let ratios = |v: &serde_json::Value| -> Vec<serde_json::Value> {
+        let list = v.get("kpis").unwrap_or(v).as_array().cloned().unwrap_or_default();
+        list.into_iter().filter(|k| k["kind"] == "ratio").collect()
+    };
+    assert!(!ratios(&before).is_empty(), "{before}");
+    assert_eq!(ratios(&before), ratios(&after), "the year's KPIs after the restart");
 }

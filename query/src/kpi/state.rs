@@ -198,7 +198,7 @@ fn listed(dir: &Path) -> Vec<(u64, PathBuf)> {
             Some((v, e.path()))
         })
         .collect();
-    out.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    out.sort_unstable_by_key(|e| std::cmp::Reverse(e.0));
     out
 }
 
