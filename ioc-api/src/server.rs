@@ -98,12 +98,41 @@ pub fn build(settings: &Settings, stop: watch::Receiver<bool>) -> Result<(AppSta
     // rebuilt from them.
     kpis.backfill_rollups(Utc::now())?;
     let snapshot = store.refresh()?;
-    // From the newest snapshot of the KPI state and the commits after it, else rebuilt.
-    let started = std::time::Instant::now();
-    let startup = kpis.restore_or_rebuild(&settings.state_dir.join(STATE_DIR), &snapshot)?;
-    let startup_secs = started.elapsed().as_secs_f64();
-
     let registry = Registry::new();
+    let metrics = IngestMetrics::register(&registry)?;
+    // Events per minute by source family, for the wall display.
+    let throughput = Arc::new(ThroughputCounter::default());
+    let kafka_metrics = match &settings.kafka_brokers {
+        Some(_) => Some(KafkaMetrics::register(&registry)?),
+        None => None,
+    };
+    // The KPI state (from the newest snapshot of it and the commits after it, else
+    // rebuilt) and the pipeline's dedupe index are set up side by side. Nothing reaches
+    // the listeners before this returns: commits come from sources and the sync task,
+    // neither of which exists yet.
+    let state_dir = settings.state_dir.join(STATE_DIR);
+    let (startup, pipeline) = std::thread::scope(|s| {
+        let restore = s.spawn(|| {
+            let started = std::time::Instant::now();
+            kpis.restore_or_rebuild(&state_dir, &snapshot).map(|how| (how, started.elapsed().as_secs_f64()))
+        });
+        let pipeline = pipeline::start(
+            store.clone(),
+            &snapshot,
+            units.clone(),
+            Some(kpis.clone()),
+            vec![kpis.clone(), throughput.clone()],
+            metrics,
+            PipelineConfig {
+                dedupe_window_days: settings.dedupe_window_days,
+                decode: DecodeOptions { legacy_province_codes: settings.legacy_province_codes },
+                ..Default::default()
+            },
+        );
+        (restore.join().expect("the KPI state restore panicked"), pipeline)
+    });
+    let (ingestor, writer_thread) = pipeline?;
+    let (startup, startup_secs) = startup?;
     let startup_gauge = prometheus::GaugeVec::new(
         prometheus::Opts::new(
             "ioc_kpi_startup_seconds",
@@ -117,26 +146,6 @@ pub fn build(settings: &Settings, stop: watch::Receiver<bool>) -> Result<(AppSta
         Startup::Rebuilt { .. } => "rebuild",
     };
     startup_gauge.with_label_values(&[from]).set(startup_secs);
-    let metrics = IngestMetrics::register(&registry)?;
-    // Events per minute by source family, for the wall display.
-    let throughput = Arc::new(ThroughputCounter::default());
-    let kafka_metrics = match &settings.kafka_brokers {
-        Some(_) => Some(KafkaMetrics::register(&registry)?),
-        None => None,
-    };
-    let (ingestor, writer_thread) = pipeline::start(
-        store.clone(),
-        &snapshot,
-        units.clone(),
-        Some(kpis.clone()),
-        vec![kpis.clone(), throughput.clone()],
-        metrics,
-        PipelineConfig {
-            dedupe_window_days: settings.dedupe_window_days,
-            decode: DecodeOptions { legacy_province_codes: settings.legacy_province_codes },
-            ..Default::default()
-        },
-    )?;
     let audit = ioc_query::AuditLog::open(&settings.state_dir)
         .map_err(|source| ServerError::Io { what: "audit log".into(), source })?;
     let hub = Arc::new(Hub::new(4096));
