@@ -228,6 +228,9 @@ pub struct KpiEngine {
     limits: KpiLimits,
     /// Bounds the SQL parts of answers running at once.
     permits: Arc<Semaphore>,
+    /// The version of the KPI state snapshot this engine last wrote or started from: a
+    /// snapshot known to be good, not written again.
+    state_saved: std::sync::Mutex<Option<u64>>,
 }
 
 /// The columns of a dossier batch that the open-dossier state needs.
@@ -278,7 +281,17 @@ impl KpiEngine {
         let live = Live { cube: ProvinceCube::new(catalog.len(), provinces.iter().cloned()), ..Default::default() };
         let limits = KpiLimits::default();
         let permits = Arc::new(Semaphore::new(limits.max_concurrent.max(1)));
-        Ok(Self { catalog, compiled, kpi_index, provinces, live: RwLock::new(live), store, limits, permits })
+        Ok(Self {
+            catalog,
+            compiled,
+            kpi_index,
+            provinces,
+            live: RwLock::new(live),
+            store,
+            limits,
+            permits,
+            state_saved: Default::default(),
+        })
     }
 
     /// Answers under these limits instead of the defaults.

@@ -12,19 +12,23 @@
 //! province list, or one whose later commits' files were compacted away.
 //!
 //! The file, `<state dir>/kpi-state/<V, 20 digits>.kpistate`, is two Arrow IPC streams
-//! (the cube, the open dossiers), a JSON header, the header's length (u64 LE), the
+//! (the cube's hour cells with their non-zero counts, the open dossiers; decoded in
+//! place), a JSON header, the header's length (u64 LE), the
 //! xxh3-128 of everything before it (LE) and a magic. It is written to a temporary
 //! name, fsynced, renamed, and its folder fsynced; the newest two are kept. It is
 //! local to each instance (the state dir), since only reading it back is saved.
 
-use std::io::{Cursor, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, Int64Array, ListBuilder, RecordBatch, UInt32Array, UInt64Array, UInt64Builder};
+use arrow::array::{
+    Array, AsArray, Int64Array, ListBuilder, RecordBatch, UInt32Array, UInt32Builder, UInt64Array, UInt64Builder,
+};
+use arrow::buffer::Buffer;
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, UInt32Type, UInt64Type};
 use arrow::error::ArrowError;
-use arrow::ipc::reader::StreamReader;
+use arrow::ipc::reader::StreamDecoder;
 use arrow::ipc::writer::StreamWriter;
 use chrono::{DateTime, Utc};
 use ioc_core::counters::{Count, Dim, ProvinceCube};
@@ -42,7 +46,7 @@ use super::{CUBE_COLUMNS, KpiEngine, KpiError, Live, OPEN_DOSSIER_COLUMNS, cube_
 pub const STATE_DIR: &str = "kpi-state";
 const SUFFIX: &str = ".kpistate";
 const MAGIC: &[u8; 8] = b"IOCKPIS1";
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 /// Snapshots kept: the newest, and the one before in case it is damaged.
 const KEEP: usize = 2;
 
@@ -106,15 +110,18 @@ fn catalog_fingerprint(engine: &KpiEngine) -> String {
     format!("{:032x}", xxh3_128(text.join("\n").as_bytes()))
 }
 
+/// One row per hour cell, with its non-zero counts only (a year of a small site is
+/// mostly empty slots): `slots[i]` has `numerators[i]` over `denominators[i]`.
 fn cube_schema() -> Arc<Schema> {
-    let list = || DataType::List(Arc::new(Field::new("item", DataType::UInt64, false)));
+    let list = |t: DataType| DataType::List(Arc::new(Field::new("item", t, false)));
     Arc::new(Schema::new(vec![
         Field::new("kpi", DataType::UInt32, false),
         Field::new("hour", DataType::Int64, false),
         Field::new("first_us", DataType::Int64, false),
         Field::new("last_us", DataType::Int64, false),
-        Field::new("numerators", list(), false),
-        Field::new("denominators", list(), false),
+        Field::new("slots", list(DataType::UInt32), false),
+        Field::new("numerators", list(DataType::UInt64), false),
+        Field::new("denominators", list(DataType::UInt64), false),
     ]))
 }
 
@@ -132,16 +139,19 @@ fn open_schema() -> Arc<Schema> {
 
 fn cube_batch(cube: &ProvinceCube) -> Result<RecordBatch, ArrowError> {
     let (mut kpi, mut hour, mut first, mut last) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let item = || Field::new("item", DataType::UInt64, false);
-    let mut num = ListBuilder::new(UInt64Builder::new()).with_field(item());
-    let mut den = ListBuilder::new(UInt64Builder::new()).with_field(item());
+    let item = |t: DataType| Field::new("item", t, false);
+    let mut slots = ListBuilder::new(UInt32Builder::new()).with_field(item(DataType::UInt32));
+    let mut num = ListBuilder::new(UInt64Builder::new()).with_field(item(DataType::UInt64));
+    let mut den = ListBuilder::new(UInt64Builder::new()).with_field(item(DataType::UInt64));
     for (k, h, span, counts) in cube.cells() {
         kpi.push(k as u32);
         hour.push(h);
         first.push(span.0);
         last.push(span.1);
-        num.append_value(counts.iter().map(|c| Some(c.numerator)));
-        den.append_value(counts.iter().map(|c| Some(c.denominator)));
+        let set = || counts.iter().enumerate().filter(|(_, c)| !c.is_zero());
+        slots.append_value(set().map(|(slot, _)| Some(slot as u32)));
+        num.append_value(set().map(|(_, c)| Some(c.numerator)));
+        den.append_value(set().map(|(_, c)| Some(c.denominator)));
     }
     RecordBatch::try_new(
         cube_schema(),
@@ -150,6 +160,7 @@ fn cube_batch(cube: &ProvinceCube) -> Result<RecordBatch, ArrowError> {
             Arc::new(Int64Array::from(hour)),
             Arc::new(Int64Array::from(first)),
             Arc::new(Int64Array::from(last)),
+            Arc::new(slots.finish()),
             Arc::new(num.finish()),
             Arc::new(den.finish()),
         ],
@@ -211,7 +222,10 @@ struct Parts {
 
 fn read_parts(path: &Path) -> Result<Parts, StateError> {
     let invalid = |message: &str| StateError::Invalid { path: path.to_path_buf(), message: message.to_string() };
-    let bytes = std::fs::read(path).map_err(|source| StateError::Io { path: path.to_path_buf(), source })?;
+    let file = std::fs::read(path).map_err(|source| StateError::Io { path: path.to_path_buf(), source })?;
+    // The Arrow sections are decoded in place, without copying the file again.
+    let whole = Buffer::from_vec(file);
+    let bytes = whole.as_slice();
     let tail = 8 + 16 + MAGIC.len();
     if bytes.len() < tail || &bytes[bytes.len() - MAGIC.len()..] != MAGIC {
         return Err(invalid("not a KPI state snapshot (no trailer)"));
@@ -231,13 +245,22 @@ fn read_parts(path: &Path) -> Result<Parts, StateError> {
     let section = |(offset, length): (u64, u64), schema: Arc<Schema>| -> Result<RecordBatch, StateError> {
         let arrow = |source| StateError::Arrow { path: path.to_path_buf(), source };
         let range = usize::try_from(offset).ok().zip(usize::try_from(offset + length).ok());
-        let bytes = range.and_then(|(a, b)| data.get(a..b)).ok_or_else(|| invalid("section out of range"))?;
-        let reader = StreamReader::try_new(Cursor::new(bytes), None).map_err(arrow)?;
-        if reader.schema() != schema {
+        let (a, b) =
+            range.filter(|(a, b)| a <= b && *b <= data.len()).ok_or_else(|| invalid("section out of range"))?;
+        let mut section = whole.slice_with_length(a, b - a);
+        let mut decoder = StreamDecoder::new();
+        let mut batches = Vec::new();
+        while let Some(batch) = decoder.decode(&mut section).map_err(arrow)? {
+            batches.push(batch);
+        }
+        decoder.finish().map_err(arrow)?;
+        if decoder.schema().is_none_or(|s| s != schema) {
             return Err(invalid("unexpected section schema"));
         }
-        let batches = reader.collect::<Result<Vec<_>, _>>().map_err(arrow)?;
-        arrow::compute::concat_batches(&schema, &batches).map_err(arrow)
+        match batches.len() {
+            1 => Ok(batches.pop().expect("one batch")),
+            _ => arrow::compute::concat_batches(&schema, &batches).map_err(arrow),
+        }
     };
     let cube = section(header.cube, cube_schema())?;
     let open = section(header.open, open_schema())?;
@@ -264,7 +287,9 @@ impl KpiEngine {
     }
 
     /// Writes a snapshot of the live state into `dir` (see the module docs), unless
-    /// the state is empty or a snapshot of its version exists. The state is copied
+    /// the state is empty or this engine wrote or started from the snapshot of its
+    /// version (a file of that version that was not, e.g. a damaged one or one of an
+    /// older format, is replaced). The state is copied
     /// into Arrow arrays under the read lock (tens of milliseconds at 50M events);
     /// encoding and the fsyncs happen outside it.
     pub fn save_state(&self, dir: &Path) -> Result<Option<Saved>, StateError> {
@@ -275,7 +300,7 @@ impl KpiEngine {
         let (version, cube, open, provinces, symbols, as_of) = {
             let live = self.live.read().expect("live lock");
             let Some(version) = live.version else { return Ok(None) };
-            if dir.join(file_name(version)).exists() {
+            if *self.state_saved.lock().expect("state lock") == Some(version) {
                 return Ok(None);
             }
             let arrow = |source| StateError::Arrow { path: dir.to_path_buf(), source };
@@ -325,6 +350,7 @@ impl KpiEngine {
                 warn!(path = %old.display(), error = %e, "could not remove an old KPI state snapshot");
             }
         }
+        *self.state_saved.lock().expect("state lock") = Some(version);
         Ok(Some(Saved { version, path, bytes: out.len() as u64 }))
     }
 
@@ -340,6 +366,9 @@ impl KpiEngine {
             }
             match self.restore(&path, snap) {
                 Ok(Ok(commits)) => {
+                    if commits == 0 {
+                        *self.state_saved.lock().expect("state lock") = Some(version);
+                    }
                     info!(
                         version,
                         commits,
@@ -409,16 +438,29 @@ impl KpiEngine {
             (cube_batch.column(0).as_primitive::<UInt32Type>(), cube_batch.column(1).as_primitive::<Int64Type>());
         let (first, last) =
             (cube_batch.column(2).as_primitive::<Int64Type>(), cube_batch.column(3).as_primitive::<Int64Type>());
-        let (num, den) = (cube_batch.column(4).as_list::<i32>(), cube_batch.column(5).as_list::<i32>());
+        let lists = [4, 5, 6].map(|c| cube_batch.column(c).as_list::<i32>());
+        let offsets = lists.map(|l| l.value_offsets());
+        if offsets[0] != offsets[1] || offsets[0] != offsets[2] {
+            return Err(invalid("a cell's slots, numerators and denominators differ in length".into()));
+        }
+        let slots = lists[0].values().as_primitive::<UInt32Type>().values();
+        let (num, den) = (
+            lists[1].values().as_primitive::<UInt64Type>().values(),
+            lists[2].values().as_primitive::<UInt64Type>().values(),
+        );
+        let width = cube.provinces().len() + 1;
         let mut counts = Vec::new();
         for i in 0..cube_batch.num_rows() {
-            let (n, d) = (num.value(i), den.value(i));
-            let (n, d) = (n.as_primitive::<UInt64Type>(), d.as_primitive::<UInt64Type>());
-            if n.len() != d.len() {
-                return Err(invalid("numerators and denominators differ in length".into()));
-            }
+            let (from, to) = (offsets[0][i] as usize, offsets[0][i + 1] as usize);
             counts.clear();
-            counts.extend(n.values().iter().zip(d.values().iter()).map(|(n, d)| Count::new(*n, *d)));
+            counts.resize(width, Count::default());
+            for j in from..to {
+                let slot = slots[j] as usize;
+                if slot >= width {
+                    return Err(invalid(format!("cell {i}: slot {slot} is outside the cube")));
+                }
+                counts[slot] = Count::new(num[j], den[j]);
+            }
             cube.add_cell(kpi.value(i) as usize, hour.value(i), (first.value(i), last.value(i)), &counts)
                 .ok_or_else(|| invalid(format!("cell {i} is outside the cube")))?;
         }
