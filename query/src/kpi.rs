@@ -228,9 +228,9 @@ pub struct KpiEngine {
     limits: KpiLimits,
     /// Bounds the SQL parts of answers running at once.
     permits: Arc<Semaphore>,
-    /// The version of the KPI state snapshot this engine last wrote or started from: a
-    /// snapshot known to be good, not written again.
-    state_saved: std::sync::Mutex<Option<u64>>,
+    /// The folder and version of the KPI state snapshot this engine last wrote or
+    /// started from: a snapshot known to be good, not written again.
+    state_saved: std::sync::Mutex<Option<(std::path::PathBuf, u64)>>,
 }
 
 /// The columns of a dossier batch that the open-dossier state needs.

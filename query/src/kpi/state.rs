@@ -300,7 +300,7 @@ impl KpiEngine {
         let (version, cube, open, provinces, symbols, as_of) = {
             let live = self.live.read().expect("live lock");
             let Some(version) = live.version else { return Ok(None) };
-            if *self.state_saved.lock().expect("state lock") == Some(version) {
+            if self.state_saved.lock().expect("state lock").as_ref().is_some_and(|(d, v)| d == dir && *v == version) {
                 return Ok(None);
             }
             let arrow = |source| StateError::Arrow { path: dir.to_path_buf(), source };
@@ -350,7 +350,7 @@ impl KpiEngine {
                 warn!(path = %old.display(), error = %e, "could not remove an old KPI state snapshot");
             }
         }
-        *self.state_saved.lock().expect("state lock") = Some(version);
+        *self.state_saved.lock().expect("state lock") = Some((dir.to_path_buf(), version));
         Ok(Some(Saved { version, path, bytes: out.len() as u64 }))
     }
 
@@ -367,7 +367,7 @@ impl KpiEngine {
             match self.restore(&path, snap) {
                 Ok(Ok(commits)) => {
                     if commits == 0 {
-                        *self.state_saved.lock().expect("state lock") = Some(version);
+                        *self.state_saved.lock().expect("state lock") = Some((dir.to_path_buf(), version));
                     }
                     info!(
                         version,
