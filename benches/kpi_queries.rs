@@ -6,7 +6,9 @@
 //! 2. `ioc serve` starts on it (the KPI state is rebuilt from `kpi_hourly`); start-up
 //!    time and RSS are read once it is healthy;
 //! 3. `GET /api/v1/kpis` (national and one province), `GET /api/v1/kpis/{id}` with
-//!    `group_by=province_code` and `bucket=day|month`, and the QĐ 766 index
+//!    `group_by=province_code` and `bucket=day|month`, by one other dimension
+//!    (`group_by=channel|agency_code|procedure_code`, `channel=online&group_by=province_code`,
+//!    communes of one province), and the QĐ 766 index
 //!    (`GET /api/v1/index`, national and ranked by province) are timed over 1 day, 1 month and
 //!    1 year (Vietnam dates), sequentially, p50 and p99 of `--rounds` requests each,
 //!    timed from sending the request to the last byte of the answer (the client does
@@ -110,6 +112,12 @@ async fn run(n: u64, rounds: usize, keep: Option<std::path::PathBuf>) {
             format!("/api/v1/kpis/online_submission_rate?{q}&province_code=79&bucket=day"),
             format!("/api/v1/index?{q}"),
             format!("/api/v1/index?{q}&group_by=province_code"),
+            // Other dimensions, with at most the province besides: the dimension cubes.
+            format!("/api/v1/kpis/online_submission_rate?{q}&group_by=channel"),
+            format!("/api/v1/kpis/online_submission_rate?{q}&group_by=agency_code"),
+            format!("/api/v1/kpis/online_submission_rate?{q}&group_by=procedure_code"),
+            format!("/api/v1/kpis/online_submission_rate?{q}&channel=online&group_by=province_code"),
+            format!("/api/v1/kpis/online_submission_rate?{q}&group_by=commune_code&province_code=79"),
         ];
         for path in requests {
             let (status, _) = server.get(&path).await;
@@ -132,12 +140,13 @@ async fn run(n: u64, rounds: usize, keep: Option<std::path::PathBuf>) {
         status_kib(server.child.id(), "VmRSS:") / 1024,
         status_kib(server.child.id(), "VmHWM:") / 1024
     );
-    // A series by a dimension the cube does not hold: answered with SQL over kpi_hourly.
+    // Two dimensions besides the province: answered with SQL over kpi_hourly.
     let q = format!("from={}&to={}", day - Days::new(30), day + Days::new(1));
     let t = Instant::now();
-    let (status, _) = server.get(&format!("/api/v1/kpis/online_submission_rate?{q}&group_by=channel&bucket=day")).await;
+    let path = format!("/api/v1/kpis/online_submission_rate?{q}&group_by=channel,procedure_code&bucket=day");
+    let (status, _) = server.get(&path).await;
     assert_eq!(status, 200);
-    println!("1 month by channel (SQL over kpi_hourly): {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
+    println!("1 month by channel and procedure (SQL over kpi_hourly): {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
 
     // A clean stop writes a snapshot of the KPI state; the restart loads it.
     let year_q = format!("/api/v1/kpis?from={}&to={}", day - Days::new(364), day + Days::new(1));

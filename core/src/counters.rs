@@ -7,9 +7,9 @@ use std::ops::{AddAssign, Range};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::time::{Bucket, HourBucket, hour_start};
+use crate::time::{Bucket, HourBucket, hour_start, vn_day_of, vn_day_start};
 
 /// A numerator and a denominator.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -41,7 +41,7 @@ impl AddAssign for Count {
 }
 
 /// The dimensions a KPI can be sliced by (CONTRACT.md §3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Dim {
     ProvinceCode,
@@ -221,16 +221,6 @@ pub struct ProvinceCube {
     /// The same counts per Vietnam day (see [`vn_day_of`]), so that a year is 365
     /// arrays and not 8,760.
     per_kpi_day: Vec<BTreeMap<i64, Box<[Count]>>>,
-}
-
-/// The Vietnam day (days since 1970-01-01 in UTC+7) of an hour bucket.
-fn vn_day_of(hour: HourBucket) -> i64 {
-    (hour + 7).div_euclid(24)
-}
-
-/// The first hour bucket of a Vietnam day.
-fn vn_day_start(day: i64) -> HourBucket {
-    day * 24 - 7
 }
 
 fn add_at(counts: &mut Box<[Count]>, slot: usize, width: usize, c: Count) {

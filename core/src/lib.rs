@@ -10,6 +10,7 @@
 //! - [`time`]: Vietnam-time calendar buckets;
 //! - [`counters`]: additive counter deltas per KPI, hour and dimension tuple, the dense
 //!   per-province cube that sums them, and running period totals;
+//! - [`dim_cube`]: per-day counters for each other dimension (with the province);
 //! - [`ids`]: ids kept as 128-bit hashes, and the hasher for maps keyed by them;
 //! - [`index`]: the QĐ 766 service index: its definition (catalog data) and scoring;
 //! - [`open_dossiers`]: the state behind the `overdue_open` gauge;
@@ -19,6 +20,7 @@ pub mod admin;
 pub mod alert;
 pub mod catalog;
 pub mod counters;
+pub mod dim_cube;
 pub mod event;
 pub mod ids;
 pub mod index;

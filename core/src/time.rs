@@ -25,6 +25,16 @@ pub fn hour_of(t: DateTime<Utc>) -> HourBucket {
     t.timestamp().div_euclid(3600)
 }
 
+/// The Vietnam day (days since 1970-01-01 in UTC+7) of an hour bucket.
+pub fn vn_day_of(hour: HourBucket) -> i64 {
+    (hour + 7).div_euclid(24)
+}
+
+/// The first hour bucket of a Vietnam day.
+pub fn vn_day_start(day: i64) -> HourBucket {
+    day * 24 - 7
+}
+
 /// The start of an hour bucket.
 pub fn hour_start(h: HourBucket) -> DateTime<Utc> {
     Utc.timestamp_opt(h * 3600, 0).single().expect("in range")

@@ -8,11 +8,15 @@
 //! partial hours at the edges of a period). The two cannot disagree; a property test
 //! checks it on random data.
 //!
-//! Answers come from two tiers, both sums of the rollups:
+//! Answers come from three tiers, all sums of the rollups:
 //! - the in-memory [`ProvinceCube`] (per KPI, hour and province), fed with the rollup
 //!   rows of every commit and rebuilt from the `kpi_hourly` files at start: every query
 //!   that filters and groups by at most the province;
-//! - SQL over `kpi_hourly` for other dimensions.
+//! - the in-memory [`DimCubes`] (per KPI, Vietnam day, province and one other
+//!   dimension; hours for the newest two days), fed and rebuilt the same way: queries
+//!   that use the province and one other dimension;
+//! - SQL over `kpi_hourly` for the rest: two or more dimensions besides the province,
+//!   and the hours a dimension cube does not hold (its [`gaps`](ioc_core::dim_cube::DimCube::gaps)).
 //!
 //! **The rollup rule.** The cube is the sum of the `kpi_hourly` rows of every commit
 //! that removes no file. A commit with events carries their rollups; a backfill commit
@@ -40,6 +44,7 @@ use ioc_core::counters::{
     Count, CounterDelta, Dim, DimFilter, DimValue, DimValues, PeriodTotals, ProvinceCube, ProvinceSel, ScopeKey,
     SeriesKey,
 };
+use ioc_core::dim_cube::DimCubes;
 use ioc_core::event::Family;
 use ioc_core::open_dossiers::OpenDossiers;
 use ioc_core::time::{Bucket, HourBucket, LivePeriod, hour_of, hour_start};
@@ -54,7 +59,7 @@ mod state;
 pub use state::{STATE_DIR, Saved, Startup, StateError};
 
 use crate::context::period_context;
-use crate::rollup::{CUBE_COLUMNS, RollupError, cube_rows, rollup_batch};
+use crate::rollup::{RollupError, add_to_dim_cubes, cube_rows, rollup_batch};
 
 #[derive(Debug, Error)]
 pub enum KpiError {
@@ -138,6 +143,7 @@ struct Compiled {
 #[derive(Default)]
 struct Live {
     cube: ProvinceCube,
+    dims: DimCubes,
     open: OpenDossiers,
     /// When the newest commit with events folded in was made.
     as_of: Option<DateTime<Utc>>,
@@ -278,7 +284,11 @@ impl KpiEngine {
             .map(|(i, d)| (d.id.clone(), i))
             .collect();
         let provinces: Vec<Arc<str>> = units.provinces().iter().map(|p| Arc::from(p.code.as_str())).collect();
-        let live = Live { cube: ProvinceCube::new(catalog.len(), provinces.iter().cloned()), ..Default::default() };
+        let live = Live {
+            cube: ProvinceCube::new(catalog.len(), provinces.iter().cloned()),
+            dims: DimCubes::new(catalog.len()),
+            ..Default::default()
+        };
         let limits = KpiLimits::default();
         let permits = Arc::new(Semaphore::new(limits.max_concurrent.max(1)));
         Ok(Self {
@@ -350,13 +360,15 @@ impl KpiEngine {
             let open = self.rebuild_open(snap);
             (cube.join().expect("the cube rebuild thread panicked"), open)
         });
-        let ((cube, rollups, cube_ms), (open, dossiers, open_ms)) = (cube?, open?);
+        let (((cube, dims), rollups, cube_ms), (open, dossiers, open_ms)) = (cube?, open?);
+        let dim_cells = dims.cell_count();
         // The newest acceptance time: compacted files keep older ones, so not the last.
         let as_of = snap.history.iter().map(|(_, at, _)| *at).max();
         *self.live.write().expect("live lock") =
-            Live { cube, open, as_of, version: snap.version, periods: Default::default() };
+            Live { cube, dims, open, as_of, version: snap.version, periods: Default::default() };
         info!(
             rollups,
+            dim_cells,
             dossiers,
             cube_ms,
             open_ms,
@@ -367,24 +379,41 @@ impl KpiEngine {
         Ok(())
     }
 
-    /// The province cube from the `kpi_hourly` files: the cube, its rows, milliseconds.
-    fn rebuild_cube(&self, snap: &Snapshot) -> Result<(ProvinceCube, u64, u64), KpiError> {
+    /// The province and dimension cubes from the `kpi_hourly` files: the cubes, their
+    /// rows, milliseconds.
+    fn rebuild_cube(&self, snap: &Snapshot) -> Result<((ProvinceCube, DimCubes), u64, u64), KpiError> {
         let started = std::time::Instant::now();
         let mut cube = ProvinceCube::new(self.catalog.len(), self.provinces.iter().cloned());
+        let mut dims = DimCubes::new(self.catalog.len());
         let (mut rollups, mut skipped) = (0u64, 0usize);
         let mut rows = Vec::new();
         for file in snap.files(KPI_HOURLY) {
-            for batch in self.store.read_file(file, Some(&CUBE_COLUMNS))? {
+            for batch in self.store.read_file(file, None)? {
                 rollups += batch.num_rows() as u64;
-                rows.clear();
-                skipped += cube_rows(&batch, &self.kpi_index, &mut rows)?;
-                cube.apply(&rows);
+                skipped += self.fold_rollups(&mut cube, &mut dims, &batch, &mut rows)?;
             }
         }
         if skipped > 0 {
             warn!(rows = skipped, "kpi_hourly rows of KPIs that are no longer in the catalog were ignored");
         }
-        Ok((cube, rollups, started.elapsed().as_millis() as u64))
+        Ok(((cube, dims), rollups, started.elapsed().as_millis() as u64))
+    }
+
+    /// Adds a `kpi_hourly` batch (every column) to the province cube and the dimension
+    /// cubes; its province rows are left in `rows`. Returns the rows skipped (KPIs no
+    /// longer in the catalog).
+    fn fold_rollups(
+        &self,
+        cube: &mut ProvinceCube,
+        dims: &mut DimCubes,
+        batch: &RecordBatch,
+        rows: &mut Vec<ioc_core::CubeRow>,
+    ) -> Result<usize, RollupError> {
+        rows.clear();
+        let skipped = cube_rows(batch, &self.kpi_index, rows)?;
+        cube.apply(rows);
+        add_to_dim_cubes(batch, &self.kpi_index, dims)?;
+        Ok(skipped)
     }
 
     /// The open dossiers from the dossier events: the state, its events, milliseconds.
@@ -519,25 +548,25 @@ impl KpiEngine {
         Ok(delta)
     }
 
-    /// Folds a commit into the live state: its rollup rows into the cube and the month
-    /// totals, its dossier events into the open-dossier state.
+    /// Folds a commit into the live state: its rollup rows into the cubes and the
+    /// period totals, its dossier events into the open-dossier state.
     pub fn apply(&self, committed: &Committed) {
         let mut rows = Vec::new();
+        let mut live = self.live.write().expect("live lock");
+        let live = &mut *live;
         for (table, batch) in &committed.derived {
             if table != KPI_HOURLY {
                 continue;
             }
-            match cube_rows(batch, &self.kpi_index, &mut rows) {
+            match self.fold_rollups(&mut live.cube, &mut live.dims, batch, &mut rows) {
                 Ok(0) => {}
                 Ok(skipped) => warn!(rows = skipped, "kpi_hourly rows of KPIs not in the catalog were ignored"),
                 // Rollups are written by this engine's own schema; failure is a bug.
                 Err(e) => warn!(error = %e, "could not read the rollups of a commit"),
             }
-        }
-        let mut live = self.live.write().expect("live lock");
-        live.cube.apply(&rows);
-        for totals in live.periods.iter_mut().flatten() {
-            totals.apply(&rows);
+            for totals in live.periods.iter_mut().flatten() {
+                totals.apply(&rows);
+            }
         }
         for (family, batch) in &committed.batches {
             if *family == Family::Dossier {
@@ -742,6 +771,8 @@ impl KpiEngine {
         let province_only =
             group_by.iter().all(|d| *d == Dim::ProvinceCode) && filter.0.iter().all(|(d, _)| *d == Dim::ProvinceCode);
         let mut sql_ranges = Vec::new();
+        // Whole hours to sum from the rollups with SQL.
+        let mut rollup_hours: Vec<std::ops::Range<HourBucket>> = Vec::new();
         // Whole hours to sum: the inner ones and the edge hours whose events all fall
         // inside the period. They are contiguous, since edge hours border the inner ones.
         let mut whole: Option<(HourBucket, HourBucket)> = (full_start < full_end).then_some((full_start, full_end));
@@ -767,10 +798,20 @@ impl KpiEngine {
                     Some(_) => return Ok(out),
                 };
                 out = live.cube.series(idx, s..e, sel, !group_by.is_empty(), bucket);
+            } else if let Some((s, e)) = whole {
+                match live.dims.for_slice(group_by, filter) {
+                    Some(cube) => {
+                        out = cube.series(idx, s..e, group_by, filter, bucket);
+                        rollup_hours = cube.gaps(s..e, bucket);
+                    }
+                    None => rollup_hours.push(s..e),
+                }
             }
         }
-        if !province_only && let Some((s, e)) = whole {
-            out = self.rollup_counts(def, s..e, bucket, group_by, filter).await?;
+        for hours in rollup_hours {
+            for (key, c) in self.rollup_counts(def, hours, bucket, group_by, filter).await? {
+                *out.entry(key).or_default() += c;
+            }
         }
         for (hour, a, b) in sql_ranges {
             let b_key = bucket.map(|bk| bk.floor(hour_start(hour)).to_utc());

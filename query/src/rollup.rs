@@ -15,6 +15,7 @@ use arrow::array::{
 };
 use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
 use ioc_core::counters::{CounterDelta, CubeRow, Dim, DimValues, Rollup};
+use ioc_core::dim_cube::{DimCubes, DimRow};
 use ioc_core::time::HourBucket;
 use ioc_core::{Catalog, Count};
 use ioc_storage::kpi_hourly_schema;
@@ -130,6 +131,47 @@ pub fn cube_rows(
         });
     }
     Ok(skipped)
+}
+
+/// Adds the rows of a `kpi_hourly` batch (every column) to the dimension cubes, each
+/// projected on the province and the cube's dimension. `kpi_index` as for
+/// [`cube_rows`]; rows of other ids are skipped.
+pub fn add_to_dim_cubes(
+    batch: &RecordBatch,
+    kpi_index: &HashMap<String, usize>,
+    cubes: &mut DimCubes,
+) -> Result<(), RollupError> {
+    let kpi = strings(batch, "kpi")?;
+    let province = strings(batch, "province_code")?;
+    let (hour, num, den) = (times(batch, "hour")?, ints(batch, "numerator")?, ints(batch, "denominator")?);
+    // The KPI index of each row, looked up once for all the cubes.
+    let mut last: Option<(&str, Option<usize>)> = None;
+    let kpis: Vec<Option<usize>> = (0..batch.num_rows())
+        .map(|i| {
+            let id = kpi.value(i);
+            match last {
+                Some((prev, k)) if prev == id => k,
+                _ => {
+                    let k = kpi_index.get(id).copied();
+                    last = Some((id, k));
+                    k
+                }
+            }
+        })
+        .collect();
+    for cube in cubes.cubes_mut() {
+        let values = strings(batch, cube.dim().as_str())?;
+        cube.apply(kpis.iter().enumerate().filter_map(|(i, k)| {
+            Some(DimRow {
+                kpi: (*k)?,
+                hour: hour[i].div_euclid(HOUR_US),
+                province: province.is_valid(i).then(|| province.value(i)),
+                value: values.is_valid(i).then(|| values.value(i)),
+                count: Count::new(num[i] as u64, den[i] as u64),
+            })
+        }));
+    }
+    Ok(())
 }
 
 /// Re-aggregates rollup batches by key (kpi, hour and the seven dimensions): numerators

@@ -105,11 +105,12 @@ async fn the_sql_parts_of_an_answer_run_in_a_memory_pool() {
 async fn an_answer_that_runs_past_the_time_limit_is_cancelled() {
     let (_dir, store) = store().await;
     let hasty = engine(&store, KpiLimits { timeout: Duration::from_nanos(1), ..KpiLimits::default() });
-    match hasty.series("online_submission_rate", &by_day(&[Dim::Channel]), end()).await {
+    // Two dimensions besides the province: SQL over the rollups.
+    let q = by_day(&[Dim::Channel, Dim::ProcedureCode]);
+    match hasty.series("online_submission_rate", &q, end()).await {
         Err(e @ KpiError::Timeout(_)) => assert_eq!(e.code(), "query_timeout"),
         other => panic!("expected the time limit, got {other:?}"),
     }
-    let q = by_day(&[Dim::Channel]);
     assert!(engine(&store, KpiLimits::default()).series("online_submission_rate", &q, end()).await.is_ok());
 }
 
@@ -117,7 +118,8 @@ async fn an_answer_that_runs_past_the_time_limit_is_cancelled() {
 async fn answers_beyond_the_concurrency_limit_wait_their_turn() {
     let (_dir, store) = store().await;
     let one = engine(&store, KpiLimits { max_concurrent: 1, ..KpiLimits::default() });
-    let q = by_day(&[Dim::Source]);
+    // Two dimensions besides the province: SQL over the rollups.
+    let q = by_day(&[Dim::Source, Dim::Level]);
     let want = one.series("edoc_rate", &q, end()).await.unwrap().1;
     let runs: Vec<_> = (0..6)
         .map(|_| {

@@ -1,8 +1,9 @@
 //! Snapshots of the live KPI state, so that a restart does not rebuild it from every
 //! rollup row and dossier event (40 s at 50M events).
 //!
-//! A snapshot holds the province cube (its hour cells), the open-dossier state (id
-//! hashes, due times, dimension symbols) and the store version `V` they cover: every
+//! A snapshot holds the province cube (its hour cells), the dimension cubes (their
+//! keys and day and hour cells), the open-dossier state (id hashes, due times,
+//! dimension symbols) and the store version `V` they cover: every
 //! commit up to `V` is in them, none after. At start, the newest snapshot that reads
 //! back whole and belongs to this store and catalog is loaded, and the commits after
 //! `V` are folded in from their files, as the running engine folds another writer's
@@ -11,9 +12,10 @@
 //! (its anchor, a commit it names, is not in this store's log), of another catalog or
 //! province list, or one whose later commits' files were compacted away.
 //!
-//! The file, `<state dir>/kpi-state/<V, 20 digits>.kpistate`, is two Arrow IPC streams
-//! (the cube's hour cells with their non-zero counts, the open dossiers; decoded in
-//! place), a JSON header, the header's length (u64 LE), the
+//! The file, `<state dir>/kpi-state/<V, 20 digits>.kpistate`, is four Arrow IPC streams
+//! (the cube's hour cells with their non-zero counts, the open dossiers, the dimension
+//! cubes' keys and cells; decoded in place), a JSON header (with the dimension cubes'
+//! names), the header's length (u64 LE), the
 //! xxh3-128 of everything before it (LE) and a magic. It is written to a temporary
 //! name, fsynced, renamed, and its folder fsynced; the newest two are kept. It is
 //! local to each instance (the state dir), since only reading it back is saved.
@@ -32,6 +34,7 @@ use arrow::ipc::reader::StreamDecoder;
 use arrow::ipc::writer::StreamWriter;
 use chrono::{DateTime, Utc};
 use ioc_core::counters::{Count, Dim, ProvinceCube};
+use ioc_core::dim_cube::{DimCube, DimCubeParts, DimCubes, Grain, Pair};
 use ioc_core::event::Family;
 use ioc_core::open_dossiers::OpenDossiers;
 use ioc_storage::{KPI_HOURLY, Snapshot};
@@ -40,13 +43,13 @@ use thiserror::Error;
 use tracing::{info, warn};
 use xxhash_rust::xxh3::xxh3_128;
 
-use super::{CUBE_COLUMNS, KpiEngine, KpiError, Live, OPEN_DOSSIER_COLUMNS, cube_rows, track_open};
+use super::{KpiEngine, KpiError, Live, OPEN_DOSSIER_COLUMNS, track_open};
 
 /// The folder of the snapshots inside the state dir.
 pub const STATE_DIR: &str = "kpi-state";
 const SUFFIX: &str = ".kpistate";
 const MAGIC: &[u8; 8] = b"IOCKPIS1";
-const FORMAT: u32 = 2;
+const FORMAT: u32 = 3;
 /// Snapshots kept: the newest, and the one before in case it is damaged.
 const KEEP: usize = 2;
 
@@ -99,9 +102,22 @@ struct Header {
     /// The open dossiers' dimension symbols.
     symbols: Vec<String>,
     as_of: Option<DateTime<Utc>>,
-    /// (offset, length) of the two Arrow streams.
+    /// The dimension cubes' names, in [`DimCubes::dims`] order.
+    dims: Vec<DimNames>,
+    /// (offset, length) of the Arrow streams.
     cube: (u64, u64),
     open: (u64, u64),
+    dim_keys: (u64, u64),
+    dim_cells: (u64, u64),
+}
+
+/// A dimension cube's interned names and newest hour.
+#[derive(Debug, Serialize, Deserialize)]
+struct DimNames {
+    dim: Dim,
+    provinces: Vec<String>,
+    values: Vec<String>,
+    newest: Option<i64>,
 }
 
 /// What the rollups and the cube depend on: every KPI's id and definition, in order.
@@ -123,6 +139,86 @@ fn cube_schema() -> Arc<Schema> {
         Field::new("numerators", list(DataType::UInt64), false),
         Field::new("denominators", list(DataType::UInt64), false),
     ]))
+}
+
+/// The dimension cubes' keys: per cube (by position in [`DimCubes::dims`]), in key id
+/// order, the ids of the province and value names.
+fn dim_keys_schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("cube", DataType::UInt8, false),
+        Field::new("province", DataType::UInt32, false),
+        Field::new("value", DataType::UInt32, false),
+    ]))
+}
+
+/// The dimension cubes' cells: one row per (cube, KPI, day or hour), its key ids and
+/// counts.
+fn dim_cells_schema() -> Arc<Schema> {
+    let list = |t: DataType| DataType::List(Arc::new(Field::new("item", t, false)));
+    Arc::new(Schema::new(vec![
+        Field::new("cube", DataType::UInt8, false),
+        Field::new("kpi", DataType::UInt32, false),
+        // 0: a Vietnam day, 1: an hour.
+        Field::new("grain", DataType::UInt8, false),
+        Field::new("at", DataType::Int64, false),
+        Field::new("keys", list(DataType::UInt32), false),
+        Field::new("numerators", list(DataType::UInt32), false),
+        Field::new("denominators", list(DataType::UInt32), false),
+    ]))
+}
+
+fn dim_batches(dims: &DimCubes) -> Result<(Vec<DimNames>, RecordBatch, RecordBatch), ArrowError> {
+    let mut names = Vec::new();
+    let (mut key_cube, mut key_p, mut key_v) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut cube, mut kpi, mut grain, mut at) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let item = |t: DataType| Field::new("item", t, false);
+    let list = || ListBuilder::new(UInt32Builder::new()).with_field(item(DataType::UInt32));
+    let (mut keys, mut num, mut den) = (list(), list(), list());
+    for (i, c) in dims.cubes().iter().enumerate() {
+        let parts = c.parts();
+        let strings = |v: &[Arc<str>]| v.iter().map(|s| s.to_string()).collect();
+        names.push(DimNames {
+            dim: parts.dim,
+            provinces: strings(&parts.provinces),
+            values: strings(&parts.values),
+            newest: parts.newest,
+        });
+        for (p, v) in parts.keys {
+            key_cube.push(i as u8);
+            key_p.push(p);
+            key_v.push(v);
+        }
+        for (k, g, t, ks, counts) in c.cells() {
+            cube.push(i as u8);
+            kpi.push(k as u32);
+            grain.push(u8::from(g == Grain::Hour));
+            at.push(t);
+            keys.append_value(ks.iter().map(|k| Some(*k)));
+            num.append_value(counts.iter().map(|c| Some(c[0])));
+            den.append_value(counts.iter().map(|c| Some(c[1])));
+        }
+    }
+    let keys_batch = RecordBatch::try_new(
+        dim_keys_schema(),
+        vec![
+            Arc::new(arrow::array::UInt8Array::from(key_cube)),
+            Arc::new(UInt32Array::from(key_p)),
+            Arc::new(UInt32Array::from(key_v)),
+        ],
+    )?;
+    let cells_batch = RecordBatch::try_new(
+        dim_cells_schema(),
+        vec![
+            Arc::new(arrow::array::UInt8Array::from(cube)),
+            Arc::new(UInt32Array::from(kpi)),
+            Arc::new(arrow::array::UInt8Array::from(grain)),
+            Arc::new(Int64Array::from(at)),
+            Arc::new(keys.finish()),
+            Arc::new(num.finish()),
+            Arc::new(den.finish()),
+        ],
+    )?;
+    Ok((names, keys_batch, cells_batch))
 }
 
 fn open_schema() -> Arc<Schema> {
@@ -218,6 +314,8 @@ struct Parts {
     header: Header,
     cube: RecordBatch,
     open: RecordBatch,
+    dim_keys: RecordBatch,
+    dim_cells: RecordBatch,
 }
 
 fn read_parts(path: &Path) -> Result<Parts, StateError> {
@@ -264,7 +362,9 @@ fn read_parts(path: &Path) -> Result<Parts, StateError> {
     };
     let cube = section(header.cube, cube_schema())?;
     let open = section(header.open, open_schema())?;
-    Ok(Parts { header, cube, open })
+    let dim_keys = section(header.dim_keys, dim_keys_schema())?;
+    let dim_cells = section(header.dim_cells, dim_cells_schema())?;
+    Ok(Parts { header, cube, open, dim_keys, dim_cells })
 }
 
 /// The newest history entry at or before `version`.
@@ -297,7 +397,7 @@ impl KpiEngine {
             let path = path.to_path_buf();
             move |source| StateError::Io { path, source }
         };
-        let (version, cube, open, provinces, symbols, as_of) = {
+        let (version, cube, open, (dims, dim_keys, dim_cells), provinces, symbols, as_of) = {
             let live = self.live.read().expect("live lock");
             let Some(version) = live.version else { return Ok(None) };
             if self.state_saved.lock().expect("state lock").as_ref().is_some_and(|(d, v)| d == dir && *v == version) {
@@ -310,6 +410,7 @@ impl KpiEngine {
                 version,
                 cube_batch(&live.cube).map_err(arrow)?,
                 open_batch(&live.open).map_err(arrow)?,
+                dim_batches(&live.dims).map_err(arrow)?,
                 provinces,
                 symbols,
                 live.as_of,
@@ -319,6 +420,8 @@ impl KpiEngine {
         let mut out = Vec::new();
         let cube = stream(&cube, &mut out).map_err(arrow)?;
         let open = stream(&open, &mut out).map_err(arrow)?;
+        let dim_keys = stream(&dim_keys, &mut out).map_err(arrow)?;
+        let dim_cells = stream(&dim_cells, &mut out).map_err(arrow)?;
         let header = Header {
             format: FORMAT,
             version,
@@ -327,8 +430,11 @@ impl KpiEngine {
             provinces,
             symbols,
             as_of,
+            dims,
             cube,
             open,
+            dim_keys,
+            dim_cells,
         };
         let json = serde_json::to_vec(&header).expect("a header serializes");
         out.extend_from_slice(&json);
@@ -399,7 +505,7 @@ impl KpiEngine {
     /// this snapshot is unusable; the inner one: none is (later files are gone).
     fn restore(&self, path: &Path, snap: &Snapshot) -> Result<Result<usize, String>, StateError> {
         let invalid = |message: String| StateError::Invalid { path: path.to_path_buf(), message };
-        let Parts { header, cube: cube_batch, open: open_batch } = read_parts(path)?;
+        let Parts { header, cube: cube_batch, open: open_batch, dim_keys, dim_cells } = read_parts(path)?;
         if header.catalog != catalog_fingerprint(self) {
             return Err(invalid("written with another KPI catalog".into()));
         }
@@ -478,14 +584,14 @@ impl KpiEngine {
         let mut open = OpenDossiers::from_parts(symbols, entries)
             .ok_or_else(|| invalid("open dossiers: a symbol index out of range or a repeated id".into()))?;
 
+        let mut dims = restore_dims(self.catalog.len(), header.dims, &dim_keys, &dim_cells).map_err(invalid)?;
+
         // Fold the later commits in, as the running engine would have.
         let mut rows = Vec::new();
         for file in files {
             if file.table == KPI_HOURLY {
-                for batch in self.store.read_file(file, Some(&CUBE_COLUMNS)).map_err(|e| invalid(e.to_string()))? {
-                    rows.clear();
-                    cube_rows(&batch, &self.kpi_index, &mut rows).map_err(|e| invalid(e.to_string()))?;
-                    cube.apply(&rows);
+                for batch in self.store.read_file(file, None).map_err(|e| invalid(e.to_string()))? {
+                    self.fold_rollups(&mut cube, &mut dims, &batch, &mut rows).map_err(|e| invalid(e.to_string()))?;
                 }
             } else {
                 for batch in
@@ -497,7 +603,53 @@ impl KpiEngine {
         }
         let as_of = snap.history.iter().map(|(_, at, _)| *at).max().max(header.as_of);
         *self.live.write().expect("live lock") =
-            Live { cube, open, as_of, version: snap.version, periods: Default::default() };
+            Live { cube, dims, open, as_of, version: snap.version, periods: Default::default() };
         Ok(Ok(commits))
     }
+}
+
+/// The dimension cubes of a snapshot, from its names, keys and cells.
+fn restore_dims(
+    kpis: usize,
+    names: Vec<DimNames>,
+    keys: &RecordBatch,
+    cells: &RecordBatch,
+) -> Result<DimCubes, String> {
+    let (key_cube, key_p, key_v) = (
+        keys.column(0).as_primitive::<arrow::datatypes::UInt8Type>().values(),
+        keys.column(1).as_primitive::<UInt32Type>().values(),
+        keys.column(2).as_primitive::<UInt32Type>().values(),
+    );
+    let mut cubes = Vec::with_capacity(names.len());
+    for (i, n) in names.into_iter().enumerate() {
+        let arcs = |v: Vec<String>| v.into_iter().map(|s| Arc::<str>::from(s.as_str())).collect();
+        let keys = (0..keys.num_rows()).filter(|r| key_cube[*r] as usize == i).map(|r| (key_p[r], key_v[r])).collect();
+        let parts =
+            DimCubeParts { dim: n.dim, provinces: arcs(n.provinces), values: arcs(n.values), keys, newest: n.newest };
+        cubes.push(DimCube::from_parts(parts, kpis).ok_or_else(|| format!("the {:?} cube's names or keys", n.dim))?);
+    }
+    let (cube, kpi, grain, at) = (
+        cells.column(0).as_primitive::<arrow::datatypes::UInt8Type>().values(),
+        cells.column(1).as_primitive::<UInt32Type>().values(),
+        cells.column(2).as_primitive::<arrow::datatypes::UInt8Type>().values(),
+        cells.column(3).as_primitive::<Int64Type>().values(),
+    );
+    let lists = [4, 5, 6].map(|c| cells.column(c).as_list::<i32>());
+    let offsets = lists.map(|l| l.value_offsets());
+    if offsets[0] != offsets[1] || offsets[0] != offsets[2] {
+        return Err("a dimension cell's keys, numerators and denominators differ in length".into());
+    }
+    let [ks, num, den] = lists.map(|l| l.values().as_primitive::<UInt32Type>().values());
+    let mut counts: Vec<Pair> = Vec::new();
+    for r in 0..cells.num_rows() {
+        let (a, b) = (offsets[0][r] as usize, offsets[0][r + 1] as usize);
+        counts.clear();
+        counts.extend((a..b).map(|j| [num[j], den[j]]));
+        let g = if grain[r] == 0 { Grain::Day } else { Grain::Hour };
+        cubes
+            .get_mut(cube[r] as usize)
+            .and_then(|c| c.add_cell(kpi[r] as usize, g, at[r], &ks[a..b], &counts))
+            .ok_or_else(|| format!("dimension cell {r} is outside its cube"))?;
+    }
+    DimCubes::from_cubes(cubes).ok_or_else(|| "the dimension cubes are not the expected ones".into())
 }
