@@ -128,9 +128,10 @@ fn cells_of(
     grain: Grain,
     per_kpi: &[BTreeMap<i64, Cells>],
 ) -> impl Iterator<Item = (usize, Grain, i64, &[u32], &[Pair])> + '_ {
-    per_kpi.iter().enumerate().flat_map(move |(kpi, m)| {
-        m.iter().map(move |(t, c)| (kpi, grain, *t, c.keys.as_slice(), c.counts.as_slice()))
-    })
+    per_kpi
+        .iter()
+        .enumerate()
+        .flat_map(move |(kpi, m)| m.iter().map(move |(t, c)| (kpi, grain, *t, c.keys.as_slice(), c.counts.as_slice())))
 }
 
 /// Interned strings: id 0 is "no value", id `i` is `names[i - 1]`.
@@ -343,7 +344,8 @@ impl DimCube {
             .keys
             .iter()
             .map(|(p, v)| {
-                let value = |d: Dim| if d == Dim::ProvinceCode { self.provinces.name(*p) } else { self.values.name(*v) };
+                let value =
+                    |d: Dim| if d == Dim::ProvinceCode { self.provinces.name(*p) } else { self.values.name(*v) };
                 if !filter.0.iter().all(|(d, want)| value(*d).as_deref() == Some(want.as_str())) {
                     return u32::MAX;
                 }
@@ -625,9 +627,12 @@ mod tests {
         assert_eq!(cubes.cubes().len(), 6);
     }
 
+    /// (KPI, hour, province, value, numerator, denominator).
+    type Row = (usize, HourBucket, Option<&'static str>, Option<&'static str>, u64, u64);
+
     /// A reference: the rows summed by bucket and group, over the hours `series` covers.
     fn reference(
-        rows: &[(usize, HourBucket, Option<&'static str>, Option<&'static str>, u64, u64)],
+        rows: &[Row],
         kpi: usize,
         hours: &[Range<HourBucket>],
         group_by: &[Dim],
@@ -666,7 +671,7 @@ mod tests {
             filter in prop::sample::select(vec![vec![], vec![(Dim::Source, "a")], vec![(Dim::ProvinceCode, "79")]]),
         ) {
             let rows: Vec<_> = rows.into_iter().map(|(k, h, p, v, n, d)| (k, jan1() - 24 * 3 + h, p, v, n, d)).collect();
-            let as_row = |r: &(usize, HourBucket, Option<&'static str>, Option<&'static str>, u64, u64)| row(r.0, r.1, r.2, r.3, r.4, r.5);
+            let as_row = |r: &Row| row(r.0, r.1, r.2, r.3, r.4, r.5);
             // In two commits, in either order.
             let split = split.min(rows.len());
             let mut a = DimCube::new(Dim::Source, 2);
