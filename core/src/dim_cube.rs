@@ -15,7 +15,10 @@
 //!
 //! Counts are kept in 32 bits (a day of one agency for one KPI is far below 4 billion
 //! events); a sum that would not fit marks the cube unusable ([`DimCube::answers`]
-//! then says no, and the caller falls back to the rollups), never a wrong count.
+//! then says no, and the caller falls back to the rollups), never a wrong count. So
+//! do more than [`MAX_KEYS`] (province, value) pairs: the values come from the events,
+//! and a source sending made-up codes must not grow the server's memory without
+//! bound. A cube that declines drops its cells and keeps nothing more.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
@@ -26,6 +29,10 @@ use chrono::{DateTime, Utc};
 use crate::counters::{Count, Dim, DimFilter, DimValue, SeriesKey};
 use crate::ids::IdHashBuilder;
 use crate::time::{Bucket, HourBucket, hour_of, hour_start, vn_day_of, vn_day_start};
+
+/// The most (province, value) pairs a cube keeps: 30 times the communes and agencies
+/// of the reference data.
+pub const MAX_KEYS: usize = 200_000;
 
 /// A numerator and a denominator in 32 bits each.
 pub type Pair = [u32; 2];
@@ -184,6 +191,8 @@ pub struct DimCubeParts {
     /// (province id, value id) of each key; id 0 is no value, `i` the `i`-th name.
     pub keys: Vec<(u32, u32)>,
     pub newest: Option<HourBucket>,
+    /// The cube declines every query (see the module docs) and holds no cells.
+    pub declined: bool,
 }
 
 /// Whether a cell is a Vietnam day or an hour.
@@ -207,7 +216,7 @@ pub struct DimCube {
     hours: Vec<BTreeMap<HourBucket, Cells>>,
     /// The newest hour counted.
     newest: Option<HourBucket>,
-    overflowed: bool,
+    declined: bool,
 }
 
 impl DimCube {
@@ -221,7 +230,7 @@ impl DimCube {
             days: vec![BTreeMap::new(); kpis],
             hours: vec![BTreeMap::new(); kpis],
             newest: None,
-            overflowed: false,
+            declined: false,
         }
     }
 
@@ -256,6 +265,9 @@ impl DimCube {
     /// newest hour, and older hours are in their days either way). Rows of a KPI
     /// index outside the cube are ignored.
     pub fn apply<'a>(&mut self, rows: impl IntoIterator<Item = DimRow<'a>>) {
+        if self.declined {
+            return;
+        }
         let kpis = self.days.len();
         let mut pending: Vec<(u32, HourBucket, u32, Pair)> = Vec::new();
         for r in rows {
@@ -263,11 +275,15 @@ impl DimCube {
                 continue;
             }
             let (Ok(n), Ok(d)) = (u32::try_from(r.count.numerator), u32::try_from(r.count.denominator)) else {
-                self.overflowed = true;
+                self.declined = true;
                 continue;
             };
             let key = self.key(r.province, r.value);
             pending.push((r.kpi as u32, r.hour, key, [n, d]));
+        }
+        if self.keys.len() > MAX_KEYS {
+            self.decline();
+            return;
         }
         let Some(newest) = pending.iter().map(|p| p.1).max() else { return };
         if self.newest.is_none_or(|h| newest > h) {
@@ -289,13 +305,20 @@ impl DimCube {
         }
         pending.sort_unstable_by_key(|p| (p.0, p.1, p.2));
         overflow |= merge_sorted(&pending, &mut self.days).is_err();
-        self.overflowed |= overflow;
+        if overflow {
+            self.decline();
+        }
+    }
+
+    /// From now on, answers nothing and keeps nothing.
+    fn decline(&mut self) {
+        *self = Self { declined: true, newest: self.newest, ..Self::new(self.dim, self.days.len()) };
     }
 
     /// Whether [`DimCube::series`] answers a slice: its filters and groups use only
-    /// the province and this cube's dimension, and no count overflowed.
+    /// the province and this cube's dimension, and no count declined.
     pub fn answers(&self, group_by: &[Dim], filter: &DimFilter) -> bool {
-        !self.overflowed
+        !self.declined
             && group_by.iter().chain(filter.0.iter().map(|(d, _)| d)).all(|d| *d == Dim::ProvinceCode || *d == self.dim)
     }
 
@@ -421,6 +444,7 @@ impl DimCube {
             values: self.values.names.clone(),
             keys: self.keys.clone(),
             newest: self.newest,
+            declined: self.declined,
         }
     }
 
@@ -449,6 +473,7 @@ impl DimCube {
         cube.keys = parts.keys;
         cube.key_ids = key_ids;
         cube.newest = parts.newest;
+        cube.declined = parts.declined;
         Some(cube)
     }
 
@@ -468,7 +493,7 @@ impl DimCube {
         };
         let add: Vec<(u32, Pair)> = keys.iter().copied().zip(counts.iter().copied()).collect();
         if cells.add(&add).is_err() {
-            self.overflowed = true;
+            self.decline();
         }
         Some(())
     }
@@ -613,6 +638,23 @@ mod tests {
         let mut c = DimCube::new(Dim::Source, 1);
         c.apply([row(0, jan1(), None, Some("a"), 0, 1 << 40)]);
         assert!(!c.answers(&[], &DimFilter::default()));
+        // It stays so through a snapshot's parts, and holds nothing.
+        let again = DimCube::from_parts(c.parts(), 1).unwrap();
+        assert!(!again.answers(&[], &DimFilter::default()));
+        assert_eq!(again.cell_count(), 0);
+    }
+
+    #[test]
+    fn more_pairs_than_the_cap_make_the_cube_decline_and_drop_its_cells() {
+        let mut c = DimCube::new(Dim::AgencyCode, 1);
+        let codes: Vec<String> = (0..MAX_KEYS).map(|i| format!("A{i}")).collect();
+        c.apply(codes.iter().map(|a| row(0, jan1(), Some("01"), Some(a), 1, 1)));
+        assert!(c.answers(&[Dim::AgencyCode], &DimFilter::default()), "at the cap it answers");
+        c.apply([row(0, jan1(), Some("79"), Some("made-up"), 1, 1)]);
+        assert!(!c.answers(&[Dim::AgencyCode], &DimFilter::default()));
+        assert_eq!((c.cell_count(), c.parts().keys.len()), (0, 0));
+        c.apply([row(0, jan1(), Some("01"), Some("A1"), 1, 1)]);
+        assert_eq!(c.cell_count(), 0, "nothing is kept after");
     }
 
     #[test]

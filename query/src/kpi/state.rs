@@ -118,6 +118,8 @@ struct DimNames {
     provinces: Vec<String>,
     values: Vec<String>,
     newest: Option<i64>,
+    /// The cube declines every query (a count over 32 bits, too many values).
+    declined: bool,
 }
 
 /// What the rollups and the cube depend on: every KPI's id and definition, in order.
@@ -182,6 +184,7 @@ fn dim_batches(dims: &DimCubes) -> Result<(Vec<DimNames>, RecordBatch, RecordBat
             provinces: strings(&parts.provinces),
             values: strings(&parts.values),
             newest: parts.newest,
+            declined: parts.declined,
         });
         for (p, v) in parts.keys {
             key_cube.push(i as u8);
@@ -624,8 +627,14 @@ fn restore_dims(
     for (i, n) in names.into_iter().enumerate() {
         let arcs = |v: Vec<String>| v.into_iter().map(|s| Arc::<str>::from(s.as_str())).collect();
         let keys = (0..keys.num_rows()).filter(|r| key_cube[*r] as usize == i).map(|r| (key_p[r], key_v[r])).collect();
-        let parts =
-            DimCubeParts { dim: n.dim, provinces: arcs(n.provinces), values: arcs(n.values), keys, newest: n.newest };
+        let parts = DimCubeParts {
+            dim: n.dim,
+            provinces: arcs(n.provinces),
+            values: arcs(n.values),
+            keys,
+            newest: n.newest,
+            declined: n.declined,
+        };
         cubes.push(DimCube::from_parts(parts, kpis).ok_or_else(|| format!("the {:?} cube's names or keys", n.dim))?);
     }
     let (cube, kpi, grain, at) = (
